@@ -1,0 +1,15 @@
+//! msglog: a message-log server with a formally specified wire protocol.
+//!
+//! # Layout
+//!
+//! - [`proto`]: the sans-IO core (frames, state machine, log records,
+//!   in-memory session runner). No tokio, no clock, no sockets.
+//! - [`server`]: the Tokio shell that runs the core over TCP and owns the
+//!   log file.
+//!
+//! The specification is `spec/protocol.md`; code that implements one of its
+//! requirements quotes it (`//= spec/protocol.md#section`).
+
+#![forbid(unsafe_code)]
+
+pub mod proto;

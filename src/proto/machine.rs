@@ -1,0 +1,343 @@
+//! The connection state machine: a pure function from (state, frame) to
+//! (next state, reply, effect). No IO, no clock; the shell carries out the
+//! effect and sends the reply.
+
+use bytes::Bytes;
+
+use super::frame::Frame;
+
+/// Reply byte for a successful transaction.
+pub const ACK: u8 = 0x00;
+/// Reply byte for a failed transaction; the connection closes after it.
+pub const NAK: u8 = 0xFF;
+
+/// Where a connection is in its session (spec: #states).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum State {
+    /// C: accepted; NAME is expected.
+    Connected,
+    /// N: named; PASS is expected.
+    Named { name: Bytes },
+    /// P/M: authenticated; any number of MSG.
+    Authenticated { name: Bytes },
+    /// X: closed; nothing more is processed.
+    Closed,
+}
+
+impl State {
+    /// The name a client gave, once it gave one.
+    pub fn name(&self) -> Option<&Bytes> {
+        match self {
+            State::Named { name } | State::Authenticated { name } => Some(name),
+            State::Connected | State::Closed => None,
+        }
+    }
+
+    /// The one-letter label the spec's state table uses.
+    pub fn label(&self) -> &'static str {
+        match self {
+            State::Connected => "C",
+            State::Named { .. } => "N",
+            State::Authenticated { .. } => "P",
+            State::Closed => "X",
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self, State::Closed)
+    }
+}
+
+/// What the server sends back for one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Response {
+    /// 0x00. For a MSG, only once its `Append` effect succeeded.
+    Ack,
+    /// 0xFF, naming the rule the transaction broke.
+    Reject(Violation),
+    /// Nothing: the connection is already closed.
+    Silent,
+}
+
+impl Response {
+    /// The reply byte, if any.
+    pub fn byte(&self) -> Option<u8> {
+        match self {
+            Response::Ack => Some(ACK),
+            Response::Reject(_) => Some(NAK),
+            Response::Silent => None,
+        }
+    }
+}
+
+/// What the shell must do besides replying.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Effect<'a> {
+    /// Append one record to the log, then send the Ack.
+    Append { name: Bytes, message: &'a [u8] },
+    /// Send the reply, then close the connection gracefully.
+    Close,
+}
+
+/// One variant per rule a transaction can break; the names are the spec's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Violation {
+    #[error("NAME was empty; send a non-empty name")]
+    EmptyName,
+    #[error("NAME started with a NUL byte; names must not start with 0x00")]
+    NameStartsWithNul,
+    #[error("PASS was empty; send a non-empty password")]
+    EmptyPassword,
+    #[error("password rejected: the first byte of the password must be odd")]
+    PasswordRejected,
+    #[error("MSG was empty; send at least one byte")]
+    EmptyMessage,
+    #[error("frame with tag {tag} arrived in state {state}; the client must send NAME, then PASS, then MSG")]
+    OutOfOrder { state: &'static str, tag: u8 },
+    #[error("unknown tag byte 0x{0:02x}; tags are 1 NAME, 2 PASS, 3 MSG, 4 CLOSE")]
+    UnknownTag(u8),
+    #[error("frame announced {len} bytes, over this server's limit of {max} bytes")]
+    PayloadOverLimit { len: usize, max: usize },
+    #[error("the server could not append the message to its log; nothing was written")]
+    AppendFailed,
+}
+
+impl Violation {
+    /// The spec rule's name, as used in reports and diagnostics.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Violation::EmptyName => "EmptyName",
+            Violation::NameStartsWithNul => "NameStartsWithNul",
+            Violation::EmptyPassword => "EmptyPassword",
+            Violation::PasswordRejected => "PasswordRejected",
+            Violation::EmptyMessage => "EmptyMessage",
+            Violation::OutOfOrder { .. } => "OutOfOrder",
+            Violation::UnknownTag(_) => "UnknownTag",
+            Violation::PayloadOverLimit { .. } => "PayloadOverLimit",
+            Violation::AppendFailed => "AppendFailed",
+        }
+    }
+}
+
+/// The result of one transition.
+pub type Step<'a> = (State, Response, Option<Effect<'a>>);
+
+fn reject<'a>(violation: Violation) -> Step<'a> {
+    //= spec/protocol.md#replies
+    //# After sending 0xFF the server MUST close the connection.
+    (
+        State::Closed,
+        Response::Reject(violation),
+        Some(Effect::Close),
+    )
+}
+
+/// Takes one frame in one state: the whole of the spec's state table.
+pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
+    match (state, frame) {
+        //= spec/protocol.md#states
+        //# Once a connection is closed, the server MUST NOT process any
+        //# further bytes from it.
+        (State::Closed, _) => (State::Closed, Response::Silent, None),
+
+        //= spec/protocol.md#close
+        //# The server MUST accept CLOSE in every state that is not closed, reply
+        //# 0x00, and then close the connection.
+        (_, Frame::Close) => (State::Closed, Response::Ack, Some(Effect::Close)),
+
+        //= spec/protocol.md#unknown-tags
+        //# The server MUST reply 0xFF to a frame with an unknown tag.
+        (_, Frame::Unknown(tag)) => reject(Violation::UnknownTag(tag)),
+
+        //= spec/protocol.md#name
+        //# The server MUST reject a NAME whose payload is empty.
+        (State::Connected, Frame::Name([])) => reject(Violation::EmptyName),
+        //= spec/protocol.md#name
+        //# The server MUST reject a NAME whose first payload byte is 0x00.
+        (State::Connected, Frame::Name([0, ..])) => reject(Violation::NameStartsWithNul),
+        (State::Connected, Frame::Name(name)) => (
+            State::Named {
+                name: Bytes::copy_from_slice(name),
+            },
+            Response::Ack,
+            None,
+        ),
+
+        //= spec/protocol.md#pass
+        //# The server MUST reject a PASS whose payload is empty.
+        (State::Named { .. }, Frame::Pass([])) => reject(Violation::EmptyPassword),
+        //= spec/protocol.md#pass
+        //# The server MUST reject a PASS whose first payload byte is even.
+        (State::Named { .. }, Frame::Pass([first, ..])) if first % 2 == 0 => {
+            reject(Violation::PasswordRejected)
+        }
+        (State::Named { name }, Frame::Pass(_)) => {
+            (State::Authenticated { name }, Response::Ack, None)
+        }
+
+        //= spec/protocol.md#msg
+        //# The server MUST reject a MSG whose payload is empty.
+        (State::Authenticated { .. }, Frame::Msg([])) => reject(Violation::EmptyMessage),
+        //= spec/protocol.md#msg
+        //# The server MUST NOT acknowledge a MSG before its record was
+        //# appended to the log.
+        (State::Authenticated { name }, Frame::Msg(message)) => {
+            let effect = Effect::Append {
+                name: name.clone(),
+                message,
+            };
+            (State::Authenticated { name }, Response::Ack, Some(effect))
+        }
+
+        //= spec/protocol.md#states
+        //# The server MUST reject a NAME, PASS or MSG frame whose tag is not the
+        //# one the current state expects.
+        (state, frame) => reject(Violation::OutOfOrder {
+            state: state.label(),
+            tag: frame.tag(),
+        }),
+    }
+}
+
+/// A transaction that failed outside the table: a frame over the server's
+/// payload limit, or an append the log could not take.
+pub fn fail<'a>(state: State, violation: Violation) -> Step<'a> {
+    match state {
+        State::Closed => (State::Closed, Response::Silent, None),
+        _ => reject(violation),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named() -> State {
+        State::Named {
+            name: Bytes::from_static(b"u"),
+        }
+    }
+    fn authed() -> State {
+        State::Authenticated {
+            name: Bytes::from_static(b"u"),
+        }
+    }
+
+    fn tag_frame(tag: u8, payload: &[u8]) -> Frame<'_> {
+        match tag {
+            1 => Frame::Name(payload),
+            2 => Frame::Pass(payload),
+            3 => Frame::Msg(payload),
+            4 => Frame::Close,
+            t => Frame::Unknown(t),
+        }
+    }
+
+    /// The expected (next state label, reply byte, effect kind) of every
+    /// state × tag × payload case; the same table as spec/protocol.md#states.
+    fn expected(
+        state: &State,
+        tag: u8,
+        payload: &[u8],
+    ) -> (&'static str, Option<u8>, &'static str) {
+        let reject = ("X", Some(NAK), "close");
+        match (state.label(), tag) {
+            ("X", _) => ("X", None, "none"),
+            (_, 4) => ("X", Some(ACK), "close"),
+            ("C", 1) if payload.is_empty() || payload[0] == 0 => reject,
+            ("C", 1) => ("N", Some(ACK), "none"),
+            ("N", 2) if payload.is_empty() || payload[0] % 2 == 0 => reject,
+            ("N", 2) => ("P", Some(ACK), "none"),
+            ("P", 3) if payload.is_empty() => reject,
+            ("P", 3) => ("P", Some(ACK), "append"),
+            _ => reject,
+        }
+    }
+
+    //= spec/protocol.md#states
+    //= type=test
+    //# The server MUST reject a NAME, PASS or MSG frame whose tag is not the
+    //# one the current state expects.
+    //= spec/protocol.md#states
+    //= type=test
+    //# Once a connection is closed, the server MUST NOT process any
+    //# further bytes from it.
+    #[test]
+    fn every_state_every_tag_every_payload_case() {
+        let payloads: [&[u8]; 5] = [b"", b"\0x", b"A", b"B", b"AAAA"];
+        for state in [State::Connected, named(), authed(), State::Closed] {
+            for tag in 0..=255u8 {
+                for payload in payloads {
+                    let (want_state, want_reply, want_effect) = expected(&state, tag, payload);
+                    let (next, response, effect) = step(state.clone(), tag_frame(tag, payload));
+                    let effect_kind = match effect {
+                        None => "none",
+                        Some(Effect::Close) => "close",
+                        Some(Effect::Append { .. }) => "append",
+                    };
+                    assert_eq!(
+                        (next.label(), response.byte(), effect_kind),
+                        (want_state, want_reply, want_effect),
+                        "state {} tag {tag} payload {payload:?}",
+                        state.label()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejections_name_their_rule() {
+        let cases: [(State, Frame, Violation); 7] = [
+            (State::Connected, Frame::Name(b""), Violation::EmptyName),
+            (
+                State::Connected,
+                Frame::Name(b"\0a"),
+                Violation::NameStartsWithNul,
+            ),
+            (named(), Frame::Pass(b""), Violation::EmptyPassword),
+            (named(), Frame::Pass(b"BAAA"), Violation::PasswordRejected),
+            (authed(), Frame::Msg(b""), Violation::EmptyMessage),
+            (
+                State::Connected,
+                Frame::Msg(b"hi"),
+                Violation::OutOfOrder { state: "C", tag: 3 },
+            ),
+            (authed(), Frame::Unknown(0xFF), Violation::UnknownTag(0xFF)),
+        ];
+        for (state, frame, violation) in cases {
+            assert_eq!(step(state, frame).1, Response::Reject(violation));
+        }
+    }
+
+    #[test]
+    fn name_is_kept_whole_and_carried_to_appends() {
+        let (s, _, _) = step(State::Connected, Frame::Name(b"Al\0ice"));
+        let (s, _, _) = step(s, Frame::Pass(b"A"));
+        let (_, r, e) = step(s, Frame::Msg(b"hi"));
+        assert_eq!(r, Response::Ack);
+        assert_eq!(
+            e,
+            Some(Effect::Append {
+                name: Bytes::from_static(b"Al\0ice"),
+                message: b"hi"
+            })
+        );
+    }
+
+    #[test]
+    fn fail_closes_with_nak_unless_closed() {
+        assert_eq!(
+            fail(authed(), Violation::AppendFailed),
+            (
+                State::Closed,
+                Response::Reject(Violation::AppendFailed),
+                Some(Effect::Close)
+            )
+        );
+        assert_eq!(
+            fail(State::Closed, Violation::AppendFailed),
+            (State::Closed, Response::Silent, None)
+        );
+    }
+}

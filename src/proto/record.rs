@@ -1,0 +1,410 @@
+//! Log records: `[NAME]: MESSAGE\r\n`, escaped so that one message is one
+//! line and no client can forge a record (spec: #record-format).
+//!
+//! Printable ASCII passes through unchanged (so records of plain text are
+//! byte-identical to the original server's), and so does readable UTF-8
+//! text. Control bytes become Unicode control pictures (CR is `␍`, LF `␊`);
+//! every other byte that could break a line, hide text, or be mistaken for
+//! an escape is written `␦HH` (U+2426 and two upper-case hex digits). The
+//! result is always valid UTF-8.
+
+use std::fmt;
+
+/// Introduces a byte written as two hex digits: U+2426 SYMBOL FOR SUBSTITUTE FORM TWO.
+pub const ESCAPE: char = '\u{2426}';
+const ESCAPE_UTF8: [u8; 3] = [0xE2, 0x90, 0xA6];
+/// Control picture of byte 0x00; bytes 0x00..=0x1F map to U+2400..=U+241F.
+const CONTROL_PICTURES: u32 = 0x2400;
+/// Control picture of DEL (0x7F).
+const DEL_PICTURE: char = '\u{2421}';
+
+/// Which field a byte string is written to: names also escape `]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Name,
+    Message,
+}
+
+/// Characters that are valid UTF-8 but are escaped byte by byte: they break
+/// lines for some readers (C1 controls, U+2028/9), reorder or hide text
+/// (bidirectional controls, BOM), or are the escapes themselves.
+fn char_needs_escape(c: char) -> bool {
+    matches!(c,
+        '\u{80}'..='\u{9F}'
+        | '\u{61C}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}'
+        | '\u{FEFF}'
+        | '\u{2400}'..='\u{2426}')
+}
+
+fn push_hex_escape(out: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&ESCAPE_UTF8);
+    out.push(HEX[usize::from(byte >> 4)]);
+    out.push(HEX[usize::from(byte & 0xF)]);
+}
+
+fn push_char(out: &mut Vec<u8>, c: char) {
+    let mut buf = [0u8; 4];
+    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+}
+
+fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8], field: Field) {
+    while !bytes.is_empty() {
+        // Fast path: the run of printable ASCII is copied as it is.
+        let plain = bytes
+            .iter()
+            .position(|&b| !(0x20..0x7F).contains(&b) || (field == Field::Name && b == b']'))
+            .unwrap_or(bytes.len());
+        out.extend_from_slice(&bytes[..plain]);
+        bytes = &bytes[plain..];
+        let Some(&b) = bytes.first() else { break };
+        match b {
+            //= spec/protocol.md#record-format
+            //# Bytes 0x00 to 0x1F MUST be written as the Unicode control
+            //# pictures U+2400 to U+241F, and 0x7F as U+2421.
+            0x00..=0x1F => {
+                push_char(
+                    out,
+                    char::from_u32(CONTROL_PICTURES + u32::from(b)).unwrap_or(ESCAPE),
+                );
+                bytes = &bytes[1..];
+            }
+            0x7F => {
+                push_char(out, DEL_PICTURE);
+                bytes = &bytes[1..];
+            }
+            //= spec/protocol.md#record-format
+            //# In a name, the byte `]` (0x5D) MUST be written as `␦5D`.
+            b']' => {
+                push_hex_escape(out, b);
+                bytes = &bytes[1..];
+            }
+            _ => {
+                // Non-ASCII: copy a valid, harmless UTF-8 character; escape
+                // anything else byte by byte.
+                let width = utf8_width(b);
+                let decoded = bytes
+                    .get(..width)
+                    .and_then(|seq| std::str::from_utf8(seq).ok())
+                    .and_then(|s| s.chars().next());
+                match decoded {
+                    Some(c) if !char_needs_escape(c) => {
+                        out.extend_from_slice(&bytes[..width]);
+                        bytes = &bytes[width..];
+                    }
+                    //= spec/protocol.md#record-format
+                    //# Bytes that are not part of valid UTF-8, and the bytes of the
+                    //# characters listed above, MUST be written as `␦` followed by
+                    //# two upper-case hexadecimal digits.
+                    Some(_) => {
+                        for &byte in &bytes[..width] {
+                            push_hex_escape(out, byte);
+                        }
+                        bytes = &bytes[width..];
+                    }
+                    None => {
+                        push_hex_escape(out, b);
+                        bytes = &bytes[1..];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Length of the UTF-8 sequence a leading byte announces (1 for bytes that
+/// cannot lead one; those are then escaped alone).
+fn utf8_width(lead: u8) -> usize {
+    match lead {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => 1,
+    }
+}
+
+/// Appends the record of one message to `out`.
+//= spec/protocol.md#record-format
+//# Each record MUST be `[`, the escaped name, `]: `, the escaped message,
+//# and CR LF.
+pub fn encode_record(out: &mut Vec<u8>, name: &[u8], message: &[u8]) {
+    out.reserve(name.len() + message.len() + 6);
+    out.push(b'[');
+    escape_into(out, name, Field::Name);
+    out.extend_from_slice(b"]: ");
+    escape_into(out, message, Field::Message);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The record of one message as a new vector.
+pub fn record(name: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + message.len() + 6);
+    encode_record(&mut out, name, message);
+    out
+}
+
+/// The name and message a record was made from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub name: Vec<u8>,
+    pub message: Vec<u8>,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("name", &String::from_utf8_lossy(&self.name))
+            .field("message", &String::from_utf8_lossy(&self.message))
+            .finish()
+    }
+}
+
+/// Why a line is not a record this codec wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record does not end with CR LF")]
+    MissingTerminator,
+    #[error("record is not valid UTF-8")]
+    NotUtf8,
+    #[error("record does not start with `[`")]
+    MissingOpenBracket,
+    #[error("record has no `]: ` after the name")]
+    MissingSeparator,
+    #[error("record has a `␦` not followed by two upper-case hex digits")]
+    BadEscape,
+    #[error("record is not in the canonical form the encoder writes (an escape where none is needed, or a raw byte that must be escaped)")]
+    NotCanonical,
+}
+
+fn unescape(field: &str) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ESCAPE => {
+                let hi = chars.next().and_then(upper_hex_digit);
+                let lo = chars.next().and_then(upper_hex_digit);
+                match (hi, lo) {
+                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                    _ => return Err(RecordError::BadEscape),
+                }
+            }
+            '\u{2400}'..='\u{241F}' => out.push((u32::from(c) - CONTROL_PICTURES) as u8),
+            DEL_PICTURE => out.push(0x7F),
+            c => push_char(&mut out, c),
+        }
+    }
+    Ok(out)
+}
+
+fn upper_hex_digit(c: char) -> Option<u8> {
+    match c {
+        '0'..='9' => Some(c as u8 - b'0'),
+        'A'..='F' => Some(c as u8 - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes one whole record, including its CR LF, back into the exact name
+/// and message bytes. Only the canonical form `encode_record` writes is
+/// accepted, so every record has exactly one reading.
+pub fn decode_record(line: &[u8]) -> Result<Record, RecordError> {
+    let body = line
+        .strip_suffix(b"\r\n")
+        .ok_or(RecordError::MissingTerminator)?;
+    let body = std::str::from_utf8(body).map_err(|_| RecordError::NotUtf8)?;
+    let rest = body
+        .strip_prefix('[')
+        .ok_or(RecordError::MissingOpenBracket)?;
+    // Names never hold a raw `]`, so the first one ends the name.
+    let (name, message) = rest
+        .split_once("]: ")
+        .ok_or(RecordError::MissingSeparator)?;
+    let record = Record {
+        name: unescape(name)?,
+        message: unescape(message)?,
+    };
+    if self::record(&record.name, &record.message) != line {
+        return Err(RecordError::NotCanonical);
+    }
+    Ok(record)
+}
+
+/// Splits a log into records. Each item is one line with its CR LF; a last
+/// piece without CR LF (a torn write) comes out as `Err(MissingTerminator)`.
+pub fn records(log: &[u8]) -> impl Iterator<Item = Result<Record, RecordError>> + '_ {
+    let mut rest = log;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        //= spec/protocol.md#record-format
+        //# A record MUST NOT contain the bytes CR or LF except for its final CR LF.
+        let line_len = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(rest.len(), |i| i + 2);
+        let (line, tail) = rest.split_at(line_len);
+        rest = tail;
+        Some(decode_record(line))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck::quickcheck;
+
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# Each record MUST be `[`, the escaped name, `]: `, the escaped message,
+    //# and CR LF.
+    #[test]
+    fn plain_text_matches_the_original() {
+        assert_eq!(
+            record(b"MyTestCase", b"Hello!"),
+            b"[MyTestCase]: Hello!\r\n"
+        );
+        assert_eq!(
+            record(b"MyUser", b"C:\\dir [x]: y"),
+            b"[MyUser]: C:\\dir [x]: y\r\n"
+        );
+    }
+
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# Bytes 0x00 to 0x1F MUST be written as the Unicode control
+    //# pictures U+2400 to U+241F, and 0x7F as U+2421.
+    #[test]
+    fn forged_line_stays_one_record() {
+        let r = record(b"mallory", b"hi\r\n[admin]: transfer\x00\x7F");
+        assert_eq!(
+            String::from_utf8(r.clone()).unwrap(),
+            "[mallory]: hi␍␊[admin]: transfer␀␡\r\n"
+        );
+        assert_eq!(records(&r).count(), 1);
+    }
+
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# In a name, the byte `]` (0x5D) MUST be written as `␦5D`.
+    #[test]
+    fn bracket_in_name_cannot_forge_the_separator() {
+        let r = record(b"admin]: x", b"y");
+        assert_eq!(
+            String::from_utf8(r.clone()).unwrap(),
+            "[admin␦5D: x]: y\r\n"
+        );
+        let back = decode_record(&r).unwrap();
+        assert_eq!(back.name, b"admin]: x");
+        assert_eq!(back.message, b"y");
+    }
+
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# Bytes that are not part of valid UTF-8, and the bytes of the
+    //# characters listed above, MUST be written as `␦` followed by
+    //# two upper-case hexadecimal digits.
+    #[test]
+    fn binary_and_tricky_unicode_survive() {
+        let msg = "héllo wörld ✓ 日本 \u{2028} \u{202E} ␦ ␍".as_bytes();
+        let r = record(b"u", msg);
+        let text = String::from_utf8(r.clone()).unwrap();
+        assert!(text.contains("héllo wörld ✓ 日本 "));
+        assert!(!text.contains('\u{2028}') && !text.contains('\u{202E}'));
+        assert_eq!(decode_record(&r).unwrap().message, msg);
+
+        let binary = [0xFFu8, 0xC3, 0x28, 0xE2, 0x82, 0x00, 0xF0, 0x9F, 0x98, 0x80];
+        let r = record(b"u", &binary);
+        assert_eq!(
+            String::from_utf8(r.clone()).unwrap(),
+            "[u]: ␦FF␦C3(␦E2␦82␀😀\r\n"
+        );
+        assert_eq!(decode_record(&r).unwrap().message, binary);
+    }
+
+    #[test]
+    fn decoder_rejects_what_encoder_never_writes() {
+        assert_eq!(
+            decode_record(b"[a]: b"),
+            Err(RecordError::MissingTerminator)
+        );
+        assert_eq!(
+            decode_record(b"a]: b\r\n"),
+            Err(RecordError::MissingOpenBracket)
+        );
+        assert_eq!(
+            decode_record(b"[a] b\r\n"),
+            Err(RecordError::MissingSeparator)
+        );
+        assert_eq!(
+            decode_record("[a]: ␦4\r\n".as_bytes()),
+            Err(RecordError::BadEscape)
+        );
+        assert_eq!(
+            decode_record("[a]: ␦41\r\n".as_bytes()),
+            Err(RecordError::NotCanonical)
+        );
+        assert_eq!(
+            decode_record(b"[a]: \tb\r\n"),
+            Err(RecordError::NotCanonical)
+        );
+        assert_eq!(decode_record(b"[a]: \xFF\r\n"), Err(RecordError::NotUtf8));
+    }
+
+    #[test]
+    fn torn_tail_is_reported() {
+        let mut log = record(b"a", b"one");
+        log.extend_from_slice(b"[a]: tw");
+        let got: Vec<_> = records(&log).collect();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].is_ok());
+        assert_eq!(got[1], Err(RecordError::MissingTerminator));
+    }
+
+    quickcheck! {
+        fn decode_inverts_encode(name: Vec<u8>, message: Vec<u8>) -> bool {
+            let r = record(&name, &message);
+            decode_record(&r) == Ok(Record { name, message })
+        }
+
+        //= spec/protocol.md#record-format
+        //= type=test
+        //# A record MUST NOT contain the bytes CR or LF except for its final CR LF.
+        fn exactly_one_line_per_record(name: Vec<u8>, message: Vec<u8>) -> bool {
+            let r = record(&name, &message);
+            let body = &r[..r.len() - 2];
+            r.ends_with(b"\r\n")
+                && !body.contains(&b'\r')
+                && !body.contains(&b'\n')
+                && std::str::from_utf8(&r).is_ok()
+                && records(&r).count() == 1
+        }
+
+        fn printable_ascii_is_unchanged(name: Vec<u8>, message: Vec<u8>) -> bool {
+            // Fold arbitrary bytes onto printable ASCII (and `]` out of the
+            // name) so no case is discarded.
+            let printable = |b: &u8| b % 95 + 0x20;
+            let name: Vec<u8> = name.iter().map(printable).map(|b| if b == b']' { b'[' } else { b }).collect();
+            let message: Vec<u8> = message.iter().map(printable).collect();
+            let mut expected = b"[".to_vec();
+            expected.extend_from_slice(&name);
+            expected.extend_from_slice(b"]: ");
+            expected.extend_from_slice(&message);
+            expected.extend_from_slice(b"\r\n");
+            record(&name, &message) == expected
+        }
+
+        fn concatenated_records_split_back(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> bool {
+            let mut log = Vec::new();
+            for (n, m) in &pairs {
+                encode_record(&mut log, n, m);
+            }
+            let back: Vec<_> = records(&log).map(|r| r.map(|r| (r.name, r.message))).collect();
+            back == pairs.into_iter().map(Ok).collect::<Vec<_>>()
+        }
+    }
+}
