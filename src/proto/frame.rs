@@ -150,7 +150,8 @@ pub fn parse_frame_limited<'a>(
             })
         }
         //= spec/protocol.md#unknown-tags
-        //# A tag byte other than 1, 2, 3 or 4 is a complete frame of one byte.
+        //# A tag byte other than 1, 2, 3 or 4 MUST be treated as a complete frame
+        //# of one byte.
         other => {
             return Ok(Parsed::Complete {
                 frame: Frame::Unknown(other),
@@ -340,7 +341,8 @@ mod tests {
 
     //= spec/protocol.md#unknown-tags
     //= type=test
-    //# A tag byte other than 1, 2, 3 or 4 is a complete frame of one byte.
+    //# A tag byte other than 1, 2, 3 or 4 MUST be treated as a complete frame
+    //# of one byte.
     #[test]
     fn unknown_tags_are_one_byte_frames() {
         for tag in [0u8, 5, 6, 7, 0x7F, 0x80, 0xFF] {
