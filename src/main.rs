@@ -1,1 +1,196 @@
-fn main() {}
+//! `msglog`: one binary, one subcommand per job.
+
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use msglog::server::{Config, Limits, Server};
+
+#[derive(Parser)]
+#[command(name = "msglog", version, about = "A message-log server and its tools", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: accept clients and append their messages to the log.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TCP port to listen on; 0 picks a free one.
+    #[arg(env = "MSGLOG_PORT", default_value_t = 5555)]
+    port: u16,
+    /// Address to listen on (repeatable). Default: every IPv6 and IPv4 interface.
+    #[arg(long, env = "MSGLOG_BIND", value_delimiter = ',')]
+    bind: Vec<IpAddr>,
+    /// Log file; created if missing, appended to otherwise.
+    #[arg(long, env = "MSGLOG_LOG", default_value = "messages.log")]
+    log: PathBuf,
+    /// Flush each group of records to stable storage (fdatasync) before acknowledging it.
+    #[arg(long, env = "MSGLOG_FSYNC")]
+    fsync: bool,
+    /// Most simultaneous connections; further ones get 0xFF and are closed.
+    #[arg(long, env = "MSGLOG_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Seconds a client has to complete NAME and PASS, and to finish any frame it started.
+    #[arg(long, env = "MSGLOG_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    handshake_timeout: f64,
+    /// Seconds an authenticated connection may stay silent before it is closed.
+    #[arg(long, env = "MSGLOG_IDLE_TIMEOUT", default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Seconds connections get to finish their frame in progress on SIGINT/SIGTERM.
+    #[arg(long, env = "MSGLOG_SHUTDOWN_TIMEOUT", default_value_t = 5.0)]
+    shutdown_timeout: f64,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("--{name} must be a non-negative number of seconds, got {value}"))
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<Config, String> {
+        let bind = if self.bind.is_empty() {
+            vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.port))]
+        } else {
+            self.bind
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, self.port))
+                .collect()
+        };
+        Ok(Config {
+            bind,
+            log_path: self.log.clone(),
+            fsync: self.fsync,
+            limits: Limits {
+                max_connections: self.max_connections.max(1),
+                handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
+                idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
+                shutdown_timeout: seconds("shutdown-timeout", self.shutdown_timeout)?,
+                ..Limits::default()
+            },
+        })
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .init();
+}
+
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("msglog serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing();
+    raise_open_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("msglog serve: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let log_path = config.log_path.clone();
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("msglog serve: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+        // The first line names the address and the log, for people and scripts.
+        println!(
+            "msglog listening on {}, log {}",
+            addrs.join(" and "),
+            log_path.display()
+        );
+        if let Some(r) = server.recovery() {
+            tracing::warn!(
+                offset = r.offset,
+                removed = r.removed,
+                "cut a torn final record (never acknowledged) off the log"
+            );
+        }
+        spawn_reopen_on_sighup(server.log_reopener());
+        match server.run_until(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("msglog serve: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; log reopening is unavailable");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match log.reopen().await {
+                Ok(()) => tracing::info!("SIGHUP: log reopened"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: reopening the log failed; still writing to the old file")
+                }
+            }
+        }
+    });
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}

@@ -100,6 +100,12 @@ pub enum Violation {
     PayloadOverLimit { len: usize, max: usize },
     #[error("the server could not append the message to its log; nothing was written")]
     AppendFailed,
+    #[error("NAME and PASS were not completed within the handshake timeout")]
+    HandshakeTimeout,
+    #[error("a frame stayed incomplete longer than the handshake timeout")]
+    FrameTimeout,
+    #[error("the server is shutting down and the frame in progress did not complete in time")]
+    ShuttingDown,
 }
 
 impl Violation {
@@ -115,6 +121,9 @@ impl Violation {
             Violation::UnknownTag(_) => "UnknownTag",
             Violation::PayloadOverLimit { .. } => "PayloadOverLimit",
             Violation::AppendFailed => "AppendFailed",
+            Violation::HandshakeTimeout => "HandshakeTimeout",
+            Violation::FrameTimeout => "FrameTimeout",
+            Violation::ShuttingDown => "ShuttingDown",
         }
     }
 }
@@ -200,7 +209,7 @@ pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
 }
 
 /// A transaction that failed outside the table: a frame over the server's
-/// payload limit, or an append the log could not take.
+/// payload limit, an append the log could not take, or a timeout.
 pub fn fail<'a>(state: State, violation: Violation) -> Step<'a> {
     match state {
         State::Closed => (State::Closed, Response::Silent, None),

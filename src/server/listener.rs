@@ -1,0 +1,117 @@
+//! Binding and accepting: SO_REUSEADDR, dual-stack `[::]`, the connection
+//! limit, and stopping on shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::connection::Connection;
+use super::log_writer::{LogWriter, OpenError};
+use super::Limits;
+use crate::proto::machine::NAK;
+
+const BACKLOG: i32 = 1024;
+
+/// Why `msglog serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("address {addr} is already in use; stop the other server or pick another port")]
+    AddressInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Log(#[from] OpenError),
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+/// Binds every address. `[::]` is bound dual-stack so it takes IPv4 too; on
+/// a host without IPv6 it falls back to `0.0.0.0`.
+pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, ServeError> {
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let listener = match bind_one(addr) {
+            Err(ServeError::Bind { source, .. })
+                if addr.ip().is_unspecified()
+                    && addr.is_ipv6()
+                    && source.kind() == io::ErrorKind::AddrNotAvailable =>
+            {
+                bind_one(SocketAddr::from(([0, 0, 0, 0], addr.port())))?
+            }
+            other => other?,
+        };
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind_err = |source: io::Error| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ServeError::AddressInUse { addr }
+        } else {
+            ServeError::Bind { addr, source }
+        }
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(bind_err)?;
+    //= spec/protocol.md#listening
+    //# The server MUST set SO_REUSEADDR so that a restarted server can bind its
+    //# port at once.
+    socket.set_reuse_address(true).map_err(bind_err)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false).map_err(bind_err)?;
+    }
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    socket.listen(BACKLOG).map_err(bind_err)?;
+    TcpListener::from_std(socket.into()).map_err(bind_err)
+}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub permits: Arc<Semaphore>,
+    pub log: LogWriter,
+    pub limits: Arc<Limits>,
+    pub stop: watch::Receiver<bool>,
+    pub alive: mpsc::Sender<()>,
+}
+
+pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shared.stop.changed() => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors or the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            //= spec/protocol.md#limits
+            //# A server at its connection limit MUST reply 0xFF to a new
+            //# connection and close it, without affecting existing connections.
+            tracing::warn!(peer = %peer, limit = shared.limits.max_connections, "connection limit reached; refusing");
+            let _ = stream.try_write(&[NAK]);
+            let _ = stream.shutdown().await;
+            continue;
+        };
+        let connection = Connection::new(stream, peer, shared.log.clone(), shared.limits.clone());
+        let stop = shared.stop.clone();
+        let alive = shared.alive.clone();
+        tokio::spawn(async move {
+            connection.run(stop).await;
+            drop((permit, alive));
+        });
+    }
+}

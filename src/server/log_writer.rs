@@ -1,0 +1,371 @@
+//! The one owner of the log file. Connections hand it whole batches of
+//! encoded records; a dedicated thread gathers every batch that is waiting
+//! into one `write(2)` (group commit), optionally syncs, and then completes
+//! each batch. A failed or short write is cut back off the file, so the log
+//! never keeps a partial record.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Most batches gathered into one write; also the kernel's iovec limit.
+const MAX_BATCHES_PER_WRITE: usize = 1024;
+/// A record is at most this long: every byte of a 65,535-byte name and
+/// message escaped to five bytes, plus brackets, separator and CR LF.
+pub const MAX_RECORD_LEN: u64 = 2 * 5 * 65_535 + 6;
+
+/// Why an append was not done. Nothing of the batch is in the file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("writing to the log failed: {0}")]
+    Io(Arc<io::Error>),
+    #[error("the log writer has stopped")]
+    WriterStopped,
+}
+
+/// Options of the log file.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub path: PathBuf,
+    /// `fdatasync` after each group write, before any of its acks.
+    pub fsync: bool,
+}
+
+/// A torn final record cut off when the log was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Length of the log after the cut: where the torn record began.
+    pub offset: u64,
+    /// Bytes removed.
+    pub removed: u64,
+}
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open log file {path} for appending: {source}; check that its directory exists and is writable")]
+    NotWritable { path: PathBuf, source: io::Error },
+    #[error("log file {path} ends with {tail} bytes that are not a complete record and too long to be a torn one; it does not look like a msglog log, so it is left untouched: move it away or pass another --log")]
+    NotALog { path: PathBuf, tail: u64 },
+}
+
+enum Request {
+    Append {
+        records: Vec<u8>,
+        done: oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
+    },
+    Reopen {
+        done: oneshot::Sender<Result<(), Arc<io::Error>>>,
+    },
+}
+
+/// A handle to the writer thread; cheap to clone. The thread ends (after a
+/// final sync) when every handle is dropped.
+#[derive(Clone)]
+pub struct LogWriter {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl LogWriter {
+    /// Opens the log (recovering a torn tail) and starts the writer thread.
+    pub fn open(
+        options: LogOptions,
+    ) -> Result<(LogWriter, Option<Recovery>, std::thread::JoinHandle<()>), OpenError> {
+        let (file, recovery) = open_log(&options.path)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("msglog-log-writer".into())
+            .spawn(move || run(file, options, rx))
+            .map_err(|source| OpenError::NotWritable {
+                path: PathBuf::new(),
+                source,
+            })?;
+        Ok((LogWriter { tx }, recovery, thread))
+    }
+
+    /// Appends encoded records (whole records only) and returns the emptied
+    /// buffer for reuse once they are written; on failure nothing of them is
+    /// in the file.
+    pub async fn append(&self, records: Vec<u8>) -> Result<Vec<u8>, (Vec<u8>, AppendError)> {
+        let (done, result) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Request::Append { records, .. })) =
+            self.tx.send(Request::Append { records, done })
+        {
+            return Err((records, AppendError::WriterStopped));
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err((Vec::new(), AppendError::WriterStopped)))
+    }
+
+    /// A handle that can reopen the log but does not keep the writer alive.
+    pub fn reopener(&self) -> LogReopener {
+        LogReopener {
+            tx: self.tx.downgrade(),
+        }
+    }
+}
+
+/// Reopens the log on request (SIGHUP); does not keep the writer running.
+#[derive(Clone)]
+pub struct LogReopener {
+    tx: mpsc::WeakUnboundedSender<Request>,
+}
+
+impl LogReopener {
+    /// Reopens the log path (after the file was moved away, logrotate style).
+    /// Appends queued before this call go to the old file, later ones to the new.
+    pub async fn reopen(&self) -> Result<(), Arc<io::Error>> {
+        let stopped = || Arc::new(io::Error::other("the log writer has stopped"));
+        let tx = self.tx.upgrade().ok_or_else(stopped)?;
+        let (done, result) = oneshot::channel();
+        tx.send(Request::Reopen { done }).map_err(|_| stopped())?;
+        drop(tx);
+        result.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// Opens for appending, creating the file if missing, and cuts off a final
+/// record that lacks its CR LF: it was being written when a previous server
+/// died, so it was never acknowledged.
+pub fn open_log(path: &Path) -> Result<(File, Option<Recovery>), OpenError> {
+    let not_writable = |source| OpenError::NotWritable {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(not_writable)?;
+    let len = file.metadata().map_err(not_writable)?.len();
+    if len == 0 {
+        return Ok((file, None));
+    }
+    //= spec/protocol.md#recovery
+    //# On start, a server MUST remove a final record that lacks its CR LF.
+    let window = len.min(MAX_RECORD_LEN + 2);
+    let mut tail = vec![0; window as usize];
+    file.seek(SeekFrom::Start(len - window))
+        .map_err(not_writable)?;
+    file.read_exact(&mut tail).map_err(not_writable)?;
+    if tail.ends_with(b"\r\n") {
+        return Ok((file, None));
+    }
+    let keep_in_window = tail
+        .windows(2)
+        .rposition(|w| w == b"\r\n")
+        .map(|i| i as u64 + 2);
+    let offset = match keep_in_window {
+        Some(k) => len - window + k,
+        None if len <= MAX_RECORD_LEN => 0,
+        None => {
+            return Err(OpenError::NotALog {
+                path: path.to_owned(),
+                tail: window,
+            })
+        }
+    };
+    file.set_len(offset).map_err(not_writable)?;
+    file.sync_all().map_err(not_writable)?;
+    Ok((
+        file,
+        Some(Recovery {
+            offset,
+            removed: len - offset,
+        }),
+    ))
+}
+
+struct Writer {
+    file: File,
+    /// File length after the last successful write: where to cut back to.
+    len: u64,
+    options: LogOptions,
+    /// True while appends fail, so an episode is reported once.
+    failing: bool,
+}
+
+fn run(file: File, options: LogOptions, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut writer = Writer {
+        file,
+        len,
+        options,
+        failing: false,
+    };
+    let mut batch: Vec<(
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
+    )> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Append { records, done } => batch.push((records, done)),
+                Request::Reopen { done } => {
+                    // Everything queued before the reopen belongs to the old file.
+                    writer.commit(&mut batch);
+                    let _ = done.send(writer.reopen());
+                }
+            }
+            if batch.len() < MAX_BATCHES_PER_WRITE {
+                next = rx.try_recv().ok();
+            }
+        }
+        writer.commit(&mut batch);
+    }
+    if let Err(e) = writer.file.sync_data() {
+        tracing::error!(error = %e, "final sync of the log failed");
+    }
+}
+
+impl Writer {
+    fn commit(
+        &mut self,
+        batch: &mut Vec<(
+            Vec<u8>,
+            oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
+        )>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let result = self.write_batch(batch).and_then(|()| {
+            if self.options.fsync {
+                //= spec/protocol.md#durability
+                //# With fsync enabled, the server MUST flush the record to stable
+                //# storage before acknowledging it.
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                if self.failing {
+                    self.failing = false;
+                    tracing::warn!(path = %self.options.path.display(), "appending to the log works again");
+                }
+                for (mut records, done) in batch.drain(..) {
+                    records.clear();
+                    let _ = done.send(Ok(records));
+                }
+            }
+            Err(e) => {
+                if !self.failing {
+                    self.failing = true;
+                    tracing::error!(path = %self.options.path.display(), error = %e,
+                        "appending to the log failed; affected messages are rejected with 0xFF until it works again");
+                }
+                //= spec/protocol.md#durability
+                //# When an append fails, the server MUST NOT leave any part of the
+                //# affected records in the log.
+                if let Err(cut) = self.file.set_len(self.len) {
+                    tracing::error!(error = %cut, "could not cut a failed write back off the log");
+                }
+                let error = AppendError::Io(Arc::new(e));
+                for (mut records, done) in batch.drain(..) {
+                    records.clear();
+                    let _ = done.send(Err((records, error.clone())));
+                }
+            }
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        batch: &[(
+            Vec<u8>,
+            oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
+        )],
+    ) -> io::Result<()> {
+        let total: usize = batch.iter().map(|(r, _)| r.len()).sum();
+        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|(r, _)| IoSlice::new(r)).collect();
+        let mut remaining = &mut slices[..];
+        let mut written = 0;
+        while written < total {
+            match self.file.write_vectored(remaining) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "log write wrote nothing",
+                    ))
+                }
+                Ok(n) => {
+                    written += n;
+                    IoSlice::advance_slices(&mut remaining, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.len += total as u64;
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> Result<(), Arc<io::Error>> {
+        if let Err(e) = self.file.sync_data() {
+            tracing::warn!(error = %e, "sync before reopening the log failed");
+        }
+        match open_log(&self.options.path) {
+            Ok((file, recovery)) => {
+                if let Some(r) = recovery {
+                    tracing::warn!(
+                        offset = r.offset,
+                        removed = r.removed,
+                        "cut a torn final record off the reopened log"
+                    );
+                }
+                self.len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = file;
+                Ok(())
+            }
+            Err(OpenError::NotWritable { source, .. }) => Err(Arc::new(source)),
+            Err(e) => Err(Arc::new(io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_tail_is_cut_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.log");
+        std::fs::write(&path, b"[a]: one\r\n[a]: tw").unwrap();
+        let (_, recovery) = open_log(&path).unwrap();
+        assert_eq!(
+            recovery,
+            Some(Recovery {
+                offset: 10,
+                removed: 7
+            })
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n");
+        let (_, again) = open_log(&path).unwrap();
+        assert_eq!(again, None);
+    }
+
+    #[test]
+    fn foreign_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.log");
+        let junk = vec![b'x'; MAX_RECORD_LEN as usize + 10];
+        std::fs::write(&path, &junk).unwrap();
+        assert!(matches!(open_log(&path), Err(OpenError::NotALog { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), junk);
+    }
+
+    #[test]
+    fn missing_directory_is_not_writable() {
+        let err = open_log(Path::new("/nonexistent-dir/m.log")).unwrap_err();
+        assert!(matches!(err, OpenError::NotWritable { .. }));
+    }
+}

@@ -1,0 +1,207 @@
+//! The Tokio shell: binds, accepts, runs one task per connection, and owns
+//! the log through a single writer. It executes what the core decides.
+
+mod connection;
+pub mod listener;
+pub mod log_writer;
+
+use std::future::Future;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::proto::frame::MAX_PAYLOAD_LEN;
+pub use listener::ServeError;
+pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, OpenError, Recovery};
+
+/// Limits every connection is held to.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(5),
+            max_payload: MAX_PAYLOAD_LEN,
+        }
+    }
+}
+
+/// Everything `msglog serve` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on. `[::]` listens on IPv6 and IPv4 alike.
+    pub bind: Vec<SocketAddr>,
+    pub log_path: PathBuf,
+    pub fsync: bool,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5555))],
+            log_path: PathBuf::from("messages.log"),
+            fsync: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listeners: Vec<tokio::net::TcpListener>,
+    local_addrs: Vec<SocketAddr>,
+    log: LogWriter,
+    log_thread: std::thread::JoinHandle<()>,
+    recovery: Option<Recovery>,
+    config: Config,
+}
+
+impl Server {
+    /// Opens the log and binds every address; nothing is accepted yet.
+    pub async fn bind(config: Config) -> Result<Server, ServeError> {
+        let (log, recovery, log_thread) = LogWriter::open(LogOptions {
+            path: config.log_path.clone(),
+            fsync: config.fsync,
+        })?;
+        let listeners = listener::bind_all(&config.bind)?;
+        let local_addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ServeError::Io)?;
+        Ok(Server {
+            listeners,
+            local_addrs,
+            log,
+            log_thread,
+            recovery,
+            config,
+        })
+    }
+
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The torn record cut off the log when it was opened, if any.
+    pub fn recovery(&self) -> Option<Recovery> {
+        self.recovery
+    }
+
+    /// A handle that reopens the log (for SIGHUP) without keeping it open.
+    pub fn log_reopener(&self) -> LogReopener {
+        self.log.reopener()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets each
+    /// connection finish the frame in progress (within the shutdown timeout),
+    /// and returns once every accepted record is written and synced.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Server {
+            listeners,
+            log,
+            log_thread,
+            config,
+            ..
+        } = self;
+        let limits = Arc::new(config.limits);
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // Every connection task holds a clone; when all are dropped, every
+        // connection has ended (mini-redis's shutdown pattern).
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let mut acceptors = JoinSet::new();
+        for listener in listeners {
+            acceptors.spawn(listener::accept_loop(
+                listener,
+                listener::Shared {
+                    permits: permits.clone(),
+                    log: log.clone(),
+                    limits: limits.clone(),
+                    stop: stop_rx.clone(),
+                    alive: alive_tx.clone(),
+                },
+            ));
+        }
+        drop((log, alive_tx));
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing frames in progress");
+        let _ = stop_tx.send(true);
+        while acceptors.join_next().await.is_some() {}
+        // Connections end within the shutdown timeout plus the close linger.
+        let _ = alive_rx.recv().await;
+        // The writer thread syncs and exits once the last handle is gone.
+        tokio::task::spawn_blocking(move || log_thread.join())
+            .await
+            .ok();
+        tracing::info!("log synced; bye");
+        Ok(())
+    }
+}
+
+/// A server on 127.0.0.1 with a free port, for tests and doc examples.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with default limits writing to `log_path`.
+    pub async fn start(log_path: impl Into<PathBuf>) -> Result<TestServer, ServeError> {
+        Self::start_with(Config {
+            bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            log_path: log_path.into(),
+            ..Config::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(config: Config) -> Result<TestServer, ServeError> {
+        let server = Server::bind(config).await?;
+        let addr = server.local_addrs()[0];
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        Ok(TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Shuts the server down gracefully and waits for it.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
