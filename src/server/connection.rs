@@ -44,8 +44,8 @@ pub(crate) struct Connection {
 enum End {
     Closed,
     Rejected(Violation),
-    EndOfStream,
-    EndOfStreamMidFrame(usize),
+    ClientEnded,
+    ClientEndedMidFrame(usize),
     IdleTimeout,
     Shutdown,
     Io(std::io::Error),
@@ -78,7 +78,7 @@ impl Connection {
             End::Rejected(v) => {
                 tracing::info!(peer = %self.peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
             }
-            End::EndOfStreamMidFrame(n) => {
+            End::ClientEndedMidFrame(n) => {
                 tracing::info!(peer = %self.peer, buffered = n, "client ended its stream mid-frame; the partial frame was discarded")
             }
             End::Io(e) => tracing::info!(peer = %self.peer, error = %e, "connection failed"),
@@ -86,7 +86,7 @@ impl Connection {
         }
         if !matches!(
             end,
-            End::Io(_) | End::EndOfStream | End::EndOfStreamMidFrame(_)
+            End::Io(_) | End::ClientEnded | End::ClientEndedMidFrame(_)
         ) {
             self.linger_close().await;
         }
@@ -142,11 +142,11 @@ impl Connection {
             self.buf.reserve(needed.max(READ_CHUNK));
             tokio::select! {
                 read = self.stream.read_buf(&mut self.buf) => match read {
-                    Ok(0) if self.buf.is_empty() => return End::EndOfStream,
+                    Ok(0) if self.buf.is_empty() => return End::ClientEnded,
                     //= spec/protocol.md#end-of-stream
                     //# If the stream ends in the middle of a frame, the server MUST
                     //# discard the partial frame without replying or writing to the log.
-                    Ok(0) => return End::EndOfStreamMidFrame(self.buf.len()),
+                    Ok(0) => return End::ClientEndedMidFrame(self.buf.len()),
                     Ok(_) => {}
                     Err(e) => return End::Io(e),
                 },

@@ -52,10 +52,15 @@ pub enum OpenError {
     NotALog { path: PathBuf, tail: u64 },
 }
 
+/// The outcome of one append: the emptied buffer back for reuse, or the
+/// buffer with the reason nothing of it was written.
+pub type AppendResult = Result<Vec<u8>, (Vec<u8>, AppendError)>;
+type Pending = (Vec<u8>, oneshot::Sender<AppendResult>);
+
 enum Request {
     Append {
         records: Vec<u8>,
-        done: oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
+        done: oneshot::Sender<AppendResult>,
     },
     Reopen {
         done: oneshot::Sender<Result<(), Arc<io::Error>>>,
@@ -89,7 +94,7 @@ impl LogWriter {
     /// Appends encoded records (whole records only) and returns the emptied
     /// buffer for reuse once they are written; on failure nothing of them is
     /// in the file.
-    pub async fn append(&self, records: Vec<u8>) -> Result<Vec<u8>, (Vec<u8>, AppendError)> {
+    pub async fn append(&self, records: Vec<u8>) -> AppendResult {
         let (done, result) = oneshot::channel();
         if let Err(mpsc::error::SendError(Request::Append { records, .. })) =
             self.tx.send(Request::Append { records, done })
@@ -198,10 +203,7 @@ fn run(file: File, options: LogOptions, mut rx: mpsc::UnboundedReceiver<Request>
         options,
         failing: false,
     };
-    let mut batch: Vec<(
-        Vec<u8>,
-        oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
-    )> = Vec::new();
+    let mut batch: Vec<Pending> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(request) = next.take() {
@@ -225,13 +227,7 @@ fn run(file: File, options: LogOptions, mut rx: mpsc::UnboundedReceiver<Request>
 }
 
 impl Writer {
-    fn commit(
-        &mut self,
-        batch: &mut Vec<(
-            Vec<u8>,
-            oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
-        )>,
-    ) {
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
         if batch.is_empty() {
             return;
         }
@@ -277,13 +273,7 @@ impl Writer {
         }
     }
 
-    fn write_batch(
-        &mut self,
-        batch: &[(
-            Vec<u8>,
-            oneshot::Sender<Result<Vec<u8>, (Vec<u8>, AppendError)>>,
-        )],
-    ) -> io::Result<()> {
+    fn write_batch(&mut self, batch: &[Pending]) -> io::Result<()> {
         let total: usize = batch.iter().map(|(r, _)| r.len()).sum();
         let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|(r, _)| IoSlice::new(r)).collect();
         let mut remaining = &mut slices[..];
