@@ -1,0 +1,208 @@
+//! `msglog serve` as a process: start-up line, errors and exit codes,
+//! restart on the same port, signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_msglog");
+
+struct Running {
+    child: Child,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn forward_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn start(dir: &Path, port: u16, extra: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["serve", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = forward_lines(child.stdout.take().unwrap());
+    //= spec/protocol.md#diagnostics
+    //= type=test
+    //# The server MUST write each diagnostic line as soon as it happens, also
+    //# when its output is not a terminal.
+    let first = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no start-up line within 10 s while stdout is a pipe");
+    let port = first
+        .strip_prefix("msglog listening on 127.0.0.1:")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    assert!(first.ends_with(", log messages.log"), "{first}");
+    Running { child, port, lines }
+}
+
+fn session(port: u16, name: &str, message: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = Vec::new();
+    for (tag, payload) in [(1u8, name.as_bytes()), (2, b"A"), (3, message.as_bytes())] {
+        bytes.push(tag);
+        bytes.extend((payload.len() as u16).to_le_bytes());
+        bytes.extend(payload);
+    }
+    bytes.push(4);
+    s.write_all(&bytes).unwrap();
+    let mut replies = Vec::new();
+    s.read_to_end(&mut replies).unwrap();
+    replies
+}
+
+fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("server did not exit within 10 s");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} failed");
+}
+
+//= spec/protocol.md#listening
+//= type=test
+//# The server MUST set SO_REUSEADDR so that a restarted server can bind its
+//# port at once.
+#[test]
+fn restart_on_the_same_port_at_once_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start(dir.path(), 0, &[]);
+    let port = first.port;
+    assert_eq!(session(port, "before", "one"), [0, 0, 0, 0]);
+    // Leave a connection open so the killed server's socket has TIME_WAIT / established peers.
+    let _lingering = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let second = start(dir.path(), port, &[]);
+    assert_eq!(second.port, port);
+    assert_eq!(session(port, "after", "two"), [0, 0, 0, 0]);
+    drop(second);
+    let log = std::fs::read_to_string(dir.path().join("messages.log")).unwrap();
+    assert_eq!(log, "[before]: one\r\n[after]: two\r\n");
+}
+
+#[test]
+fn sigterm_finishes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), 0, &[]);
+    assert_eq!(session(server.port, "u", "kept"), [0, 0, 0, 0]);
+    signal(&server.child, "TERM");
+    assert!(wait_for_exit(&mut server.child).success());
+    let rest: Vec<String> = server.lines.try_iter().collect();
+    assert!(rest.iter().any(|l| l.contains("log synced")), "{rest:?}");
+}
+
+#[test]
+fn sighup_reopens_the_log_after_it_was_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), 0, &[]);
+    assert_eq!(session(server.port, "u", "old file"), [0, 0, 0, 0]);
+    std::fs::rename(
+        dir.path().join("messages.log"),
+        dir.path().join("messages.log.1"),
+    )
+    .unwrap();
+    signal(&server.child, "HUP");
+    let reopened = server
+        .lines
+        .iter()
+        .take(50)
+        .any(|l| l.contains("log reopened"));
+    assert!(reopened);
+    assert_eq!(session(server.port, "u", "new file"), [0, 0, 0, 0]);
+    let old = std::fs::read_to_string(dir.path().join("messages.log.1")).unwrap();
+    let new = std::fs::read_to_string(dir.path().join("messages.log")).unwrap();
+    assert_eq!(old, "[u]: old file\r\n");
+    assert_eq!(new, "[u]: new file\r\n");
+}
+
+fn run_failing(args: &[&str], dir: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_port_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_failing(&["serve", "70000"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("70000"), "{err}");
+}
+
+#[test]
+fn address_in_use_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), 0, &[]);
+    let port = server.port.to_string();
+    let (code, err) = run_failing(
+        &["serve", "--bind", "127.0.0.1", &port, "--log", "other.log"],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already in use"), "{err}");
+}
+
+#[test]
+fn unwritable_log_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, err) = run_failing(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "0",
+            "--log",
+            "no/such/dir/messages.log",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot open log file"), "{err}");
+}
