@@ -47,6 +47,8 @@ enum End {
     ClientEnded,
     ClientEndedMidFrame(usize),
     IdleTimeout,
+    /// The client did not read its replies within the idle timeout.
+    NotReading,
     Shutdown,
     Io(std::io::Error),
 }
@@ -99,8 +101,14 @@ impl Connection {
         loop {
             let end = self.process_buffered().await;
             if !self.replies.is_empty() {
-                if let Err(e) = self.stream.write_all(&self.replies).await {
-                    return End::Io(e);
+                //= spec/protocol.md#backpressure
+                //# The server MUST NOT read more frames from a connection while
+                //# replies to earlier frames wait to be sent on it.
+                let write = self.stream.write_all(&self.replies);
+                match tokio::time::timeout(self.limits.idle_timeout, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return End::Io(e),
+                    Err(_) => return End::NotReading,
                 }
                 self.replies.clear();
             }
