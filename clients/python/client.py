@@ -126,17 +126,29 @@ class NotConnected(ClientError):
 class Rejected(ClientError):
     """The server answered 0xFF: it refused a frame and closed the connection."""
 
+    #: What the server's rules ask for, said in the error message.
+    hint = "see the server's diagnostics for the rule that was broken"
+
 
 class NameRejected(Rejected):
     """The server refused the name (for example: empty, or starting with NUL)."""
+
+    hint = (
+        "a name must not be empty nor start with a NUL byte; a server at its "
+        "connection limit also answers 0xFF"
+    )
 
 
 class PasswordRejected(Rejected):
     """The server refused the password (for example: its first byte is even)."""
 
+    hint = 'the first byte of the password must be odd ("A" is accepted, "B" is not)'
+
 
 class MessageRejected(Rejected):
     """The server refused a message (for example: empty); it was not logged."""
+
+    hint = "a message must not be empty, nor longer than the server's configured limit"
 
 
 class ConnectionClosed(ClientError):
@@ -400,8 +412,7 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
         self._drop()
         if reply == REPLY_REJECT:
             raise rejected(
-                f"the server rejected the {what} (0xFF) and closed the session; "
-                "see the server's diagnostics for the rule it broke"
+                f"the server rejected the {what} (0xFF) and closed the session: {rejected.hint}"
             )
         raise ProtocolError(
             f"the server answered the {what} with 0x{reply:02X}, neither 0x00 "
@@ -424,7 +435,7 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
             ) from e
         except OSError as e:
             raise ConnectionClosed(
-                f"the connection to {peer} failed while sending the {what}: "
+                f"the connection to {peer} failed during the {what}: "
                 f"{e.strerror or e}; connect() again"
             ) from e
         if not reply:

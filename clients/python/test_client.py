@@ -68,6 +68,10 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
+            # The server reads MSGLOG_* settings (port, limits, fsync) from
+            # its environment: leave them out so the tests are the same
+            # wherever they run.
+            env={k: v for k, v in os.environ.items() if not k.startswith("MSGLOG_")},
         )
         self.stdout: list[bytes] = []
         lines: queue.Queue[bytes] = queue.Queue()
