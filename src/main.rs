@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use msglog::proto::jsonl::encode_json_line;
+use msglog::proto::{encode_json_record, JsonContext, LogFormat};
 use msglog::server::{Config, Limits, Server};
 
 #[derive(Parser)]
@@ -22,6 +24,37 @@ struct Cli {
 enum Command {
     /// Run the server: accept clients and append their messages to the log.
     Serve(ServeArgs),
+    /// Read a log back (either format), check every record, print them as JSON lines.
+    Read(ReadArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    /// `[NAME]: MESSAGE` CR LF, escaped (the original's format)
+    Text,
+    /// one JSON object per line
+    Jsonl,
+}
+
+impl From<FormatArg> for LogFormat {
+    fn from(f: FormatArg) -> LogFormat {
+        match f {
+            FormatArg::Text => LogFormat::Text,
+            FormatArg::Jsonl => LogFormat::Jsonl,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    /// The log file.
+    path: PathBuf,
+    /// Format of the log; by default guessed from its first byte.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Only check the log and print the number of records.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(clap::Args)]
@@ -35,6 +68,9 @@ struct ServeArgs {
     /// Log file; created if missing, appended to otherwise.
     #[arg(long, env = "MSGLOG_LOG", default_value = "messages.log")]
     log: PathBuf,
+    /// Format of the log records.
+    #[arg(long, env = "MSGLOG_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: FormatArg,
     /// Flush each group of records to stable storage (fdatasync) before acknowledging it.
     #[arg(long, env = "MSGLOG_FSYNC")]
     fsync: bool,
@@ -50,6 +86,9 @@ struct ServeArgs {
     /// Seconds connections get to finish their frame in progress on SIGINT/SIGTERM.
     #[arg(long, env = "MSGLOG_SHUTDOWN_TIMEOUT", default_value_t = 5.0)]
     shutdown_timeout: f64,
+    /// Seconds between stats lines (connections, messages/s, bytes/s); 0 turns them off.
+    #[arg(long, env = "MSGLOG_STATS_INTERVAL", default_value_t = 60.0)]
+    stats_interval: f64,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -70,7 +109,10 @@ impl ServeArgs {
         Ok(Config {
             bind,
             log_path: self.log.clone(),
+            log_format: self.log_format.into(),
             fsync: self.fsync,
+            stats_interval: Some(seconds("stats-interval", self.stats_interval)?)
+                .filter(|d| !d.is_zero()),
             limits: Limits {
                 max_connections: self.max_connections.max(1),
                 handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
@@ -188,9 +230,82 @@ fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
     });
 }
 
+fn read(args: ReadArgs) -> ExitCode {
+    use std::io::Write;
+    let log = match std::fs::read(&args.path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("msglog read: cannot read {}: {e}", args.path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(format) = args
+        .format
+        .map(LogFormat::from)
+        .or_else(|| LogFormat::detect(&log))
+    else {
+        if log.is_empty() {
+            if args.check {
+                println!("0 records");
+            }
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("msglog read: {} is neither a text log (starts with `[`) nor a JSON-lines log (starts with `{{`); pass --format", args.path.display());
+        return ExitCode::FAILURE;
+    };
+    let entries: Box<dyn Iterator<Item = Result<Vec<u8>, String>>> = match format {
+        LogFormat::Text => Box::new(msglog::proto::records(&log).map(|r| {
+            let r = r.map_err(|e| e.to_string())?;
+            let mut line = Vec::new();
+            encode_json_line(&mut line, None, &r.name, &r.message);
+            Ok(line)
+        })),
+        LogFormat::Jsonl => Box::new(msglog::proto::json_records(&log).map(|r| {
+            let r = r.map_err(|e| e.to_string())?;
+            let context = JsonContext {
+                timestamp: r.timestamp,
+                peer: r.peer,
+            };
+            let mut line = Vec::new();
+            encode_json_record(&mut line, &context, &r.name, &r.message);
+            Ok(line)
+        })),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut count = 0u64;
+    for (i, entry) in entries.enumerate() {
+        match entry {
+            Ok(line) => {
+                count += 1;
+                if !args.check && out.write_all(&line).is_err() {
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                let _ = out.flush();
+                eprintln!(
+                    "msglog read: record {} of {}: {e}",
+                    i + 1,
+                    args.path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if args.check {
+        let _ = writeln!(out, "{count} records");
+    }
+    if out.flush().is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Read(args) => read(args),
     }
 }

@@ -206,3 +206,106 @@ fn unwritable_log_is_reported() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot open log file"), "{err}");
 }
+
+fn session_bytes(port: u16, name: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = Vec::new();
+    for (tag, payload) in [(1u8, name), (2, b"A"), (3, message)] {
+        bytes.push(tag);
+        bytes.extend((payload.len() as u16).to_le_bytes());
+        bytes.extend(payload);
+    }
+    bytes.push(4);
+    s.write_all(&bytes).unwrap();
+    let mut replies = Vec::new();
+    s.read_to_end(&mut replies).unwrap();
+    replies
+}
+
+fn read_log(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .arg("read")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+//= spec/protocol.md#log-format-jsonl
+//= type=test
+//# Each record MUST be one JSON object on one line, ended by LF, with the
+//# members `ts`, `peer`, `name` and `message`.
+#[test]
+fn jsonl_log_is_written_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), 0, &["--log-format", "jsonl"]);
+    assert_eq!(
+        session_bytes(server.port, b"alice", "héllo\r\n\"x\"".as_bytes()),
+        [0; 4]
+    );
+    assert_eq!(
+        session_bytes(server.port, b"bob", &[0xFF, 0x00, 0x41]),
+        [0; 4]
+    );
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("messages.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["name"], "alice");
+    assert_eq!(lines[0]["message"], "héllo\r\n\"x\"");
+    assert!(lines[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let ts = lines[0]["ts"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.len() >= 20 && &ts[4..5] == "-" && &ts[10..11] == "T",
+        "{ts}"
+    );
+    assert_eq!(lines[1]["message"], "/wBB");
+    assert_eq!(lines[1]["message_encoding"], "base64");
+    let (code, out, _) = read_log(dir.path(), &["messages.log"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, log);
+    let (code, out, _) = read_log(dir.path(), &["--check", "messages.log"]);
+    assert_eq!((code, out.as_str()), (0, "2 records\n"));
+}
+
+#[test]
+fn text_log_reads_back_and_corruption_is_pinpointed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), 0, &[]);
+    assert_eq!(session_bytes(server.port, b"u", b"one\r\ntwo"), [0; 4]);
+    drop(server);
+    let (code, out, _) = read_log(dir.path(), &["messages.log"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "{\"name\":\"u\",\"message\":\"one\\r\\ntwo\"}\n");
+    let mut log = std::fs::read(dir.path().join("messages.log")).unwrap();
+    log.extend_from_slice(b"[u]: raw\tTAB\r\n");
+    std::fs::write(dir.path().join("messages.log"), log).unwrap();
+    let (code, _, err) = read_log(dir.path(), &["--check", "messages.log"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("record 2") && err.contains("canonical"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stats_line_is_logged_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), 0, &["--stats-interval", "0.2"]);
+    assert_eq!(session(server.port, "u", "counted"), [0, 0, 0, 0]);
+    let stats = server
+        .lines
+        .iter()
+        .take(100)
+        .find(|l| l.contains("stats") && l.contains("messages_total=1"));
+    assert!(stats.is_some());
+}

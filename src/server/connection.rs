@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,9 +14,10 @@ use tokio::time::{sleep_until, Instant};
 use crate::proto::frame::{parse_frame_limited, Parsed, HEADER_LEN};
 use crate::proto::machine::{fail, step, Effect, Response, State, Violation};
 use crate::proto::record::encode_record;
+use crate::proto::{encode_json_record, JsonContext, LogFormat};
 
 use super::log_writer::LogWriter;
-use super::Limits;
+use super::{Limits, Stats};
 
 /// Smallest read: big enough for a window of small pipelined frames.
 const READ_CHUNK: usize = 4096;
@@ -37,6 +38,10 @@ pub(crate) struct Connection {
     records: Vec<u8>,
     log: LogWriter,
     limits: Arc<Limits>,
+    log_format: LogFormat,
+    /// The peer address as the JSON log writes it; made once.
+    peer_text: String,
+    stats: Arc<Stats>,
 }
 
 /// Why a connection ended, for the closing diagnostic.
@@ -59,6 +64,8 @@ impl Connection {
         peer: SocketAddr,
         log: LogWriter,
         limits: Arc<Limits>,
+        log_format: LogFormat,
+        stats: Arc<Stats>,
     ) -> Self {
         let _ = stream.set_nodelay(true);
         Connection {
@@ -70,12 +77,25 @@ impl Connection {
             records: Vec::new(),
             log,
             limits,
+            log_format,
+            peer_text: match log_format {
+                LogFormat::Jsonl => peer.to_string(),
+                LogFormat::Text => String::new(),
+            },
+            stats,
         }
     }
 
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(peer = %self.peer, "connection accepted");
+        self.stats.opened();
         let end = self.serve(&mut shutdown).await;
+        self.stats.closed();
+        if matches!(end, End::Rejected(_)) {
+            self.stats
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match &end {
             End::Rejected(v) => {
                 tracing::info!(peer = %self.peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
@@ -199,6 +219,9 @@ impl Connection {
         // Index in `replies` of the first MSG ack of this batch: if the append
         // fails, that MSG is the one rejected and nothing after it is replied.
         let mut first_append_reply = None;
+        let (mut appended, mut appended_bytes) = (0u64, 0u64);
+        // Made at most once per batch: the clock is read here, not in the core.
+        let mut json_context: Option<JsonContext> = None;
         while !self.state.is_closed() {
             let state = std::mem::replace(&mut self.state, State::Closed);
             let (next, response, effect, consumed) =
@@ -208,7 +231,28 @@ impl Connection {
                         let effect = match effect {
                             Some(Effect::Append { name, message }) => {
                                 first_append_reply.get_or_insert(self.replies.len());
-                                encode_record(&mut self.records, &name, message);
+                                appended += 1;
+                                appended_bytes += message.len() as u64;
+                                match self.log_format {
+                                    LogFormat::Text => {
+                                        encode_record(&mut self.records, &name, message)
+                                    }
+                                    LogFormat::Jsonl => {
+                                        let context =
+                                            json_context.get_or_insert_with(|| JsonContext {
+                                                timestamp: JsonContext::timestamp_of(
+                                                    SystemTime::now(),
+                                                ),
+                                                peer: self.peer_text.clone(),
+                                            });
+                                        encode_json_record(
+                                            &mut self.records,
+                                            context,
+                                            &name,
+                                            message,
+                                        );
+                                    }
+                                }
                                 None
                             }
                             other => other.map(|_| ()),
@@ -248,7 +292,10 @@ impl Connection {
             //# The server MUST send the 0x00 for a MSG only after the write(2) that
             //# appends its record to the log has returned.
             match self.log.append(records).await {
-                Ok(buffer) => self.records = buffer,
+                Ok(buffer) => {
+                    self.records = buffer;
+                    self.stats.appended(appended, appended_bytes);
+                }
                 Err((buffer, error)) => {
                     self.records = buffer;
                     tracing::warn!(peer = %self.peer, error = %error, "append failed; rejecting the message");

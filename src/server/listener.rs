@@ -11,8 +11,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::connection::Connection;
 use super::log_writer::{LogWriter, OpenError};
-use super::Limits;
+use super::{Limits, Stats};
 use crate::proto::machine::NAK;
+use crate::proto::LogFormat;
 
 const BACKLOG: i32 = 1024;
 
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     pub log: LogWriter,
     pub limits: Arc<Limits>,
+    pub log_format: LogFormat,
+    pub stats: Arc<Stats>,
     pub stop: watch::Receiver<bool>,
     pub alive: mpsc::Sender<()>,
 }
@@ -106,7 +109,14 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             let _ = stream.shutdown().await;
             continue;
         };
-        let connection = Connection::new(stream, peer, shared.log.clone(), shared.limits.clone());
+        let connection = Connection::new(
+            stream,
+            peer,
+            shared.log.clone(),
+            shared.limits.clone(),
+            shared.log_format,
+            shared.stats.clone(),
+        );
         let stop = shared.stop.clone();
         let alive = shared.alive.clone();
         tokio::spawn(async move {

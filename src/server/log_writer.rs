@@ -11,11 +11,14 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::proto::LogFormat;
+
 /// Most batches gathered into one write; also the kernel's iovec limit.
 const MAX_BATCHES_PER_WRITE: usize = 1024;
-/// A record is at most this long: every byte of a 65,535-byte name and
-/// message escaped to five bytes, plus brackets, separator and CR LF.
-pub const MAX_RECORD_LEN: u64 = 2 * 5 * 65_535 + 6;
+/// A record is at most this long in either format: every byte of a
+/// 65,535-byte name and message escaped to at most six bytes (`\u0000` in
+/// JSON; five in text), plus the fixed parts.
+pub const MAX_RECORD_LEN: u64 = 2 * 6 * 65_535 + 256;
 
 /// Why an append was not done. Nothing of the batch is in the file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,6 +33,7 @@ pub enum AppendError {
 #[derive(Debug, Clone)]
 pub struct LogOptions {
     pub path: PathBuf,
+    pub format: LogFormat,
     /// `fdatasync` after each group write, before any of its acks.
     pub fsync: bool,
 }
@@ -79,7 +83,7 @@ impl LogWriter {
     pub fn open(
         options: LogOptions,
     ) -> Result<(LogWriter, Option<Recovery>, std::thread::JoinHandle<()>), OpenError> {
-        let (file, recovery) = open_log(&options.path)?;
+        let (file, recovery) = open_log(&options.path, options.format)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("msglog-log-writer".into())
@@ -136,7 +140,8 @@ impl LogReopener {
 /// Opens for appending, creating the file if missing, and cuts off a final
 /// record that lacks its CR LF: it was being written when a previous server
 /// died, so it was never acknowledged.
-pub fn open_log(path: &Path) -> Result<(File, Option<Recovery>), OpenError> {
+pub fn open_log(path: &Path, format: LogFormat) -> Result<(File, Option<Recovery>), OpenError> {
+    let terminator = format.terminator();
     let not_writable = |source| OpenError::NotWritable {
         path: path.to_owned(),
         source,
@@ -158,13 +163,13 @@ pub fn open_log(path: &Path) -> Result<(File, Option<Recovery>), OpenError> {
     file.seek(SeekFrom::Start(len - window))
         .map_err(not_writable)?;
     file.read_exact(&mut tail).map_err(not_writable)?;
-    if tail.ends_with(b"\r\n") {
+    if tail.ends_with(terminator) {
         return Ok((file, None));
     }
     let keep_in_window = tail
-        .windows(2)
-        .rposition(|w| w == b"\r\n")
-        .map(|i| i as u64 + 2);
+        .windows(terminator.len())
+        .rposition(|w| w == terminator)
+        .map(|i| (i + terminator.len()) as u64);
     let offset = match keep_in_window {
         Some(k) => len - window + k,
         None if len <= MAX_RECORD_LEN => 0,
@@ -302,7 +307,7 @@ impl Writer {
         if let Err(e) = self.file.sync_data() {
             tracing::warn!(error = %e, "sync before reopening the log failed");
         }
-        match open_log(&self.options.path) {
+        match open_log(&self.options.path, self.options.format) {
             Ok((file, recovery)) => {
                 if let Some(r) = recovery {
                     tracing::warn!(
@@ -330,7 +335,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.log");
         std::fs::write(&path, b"[a]: one\r\n[a]: tw").unwrap();
-        let (_, recovery) = open_log(&path).unwrap();
+        let (_, recovery) = open_log(&path, LogFormat::Text).unwrap();
         assert_eq!(
             recovery,
             Some(Recovery {
@@ -339,7 +344,7 @@ mod tests {
             })
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n");
-        let (_, again) = open_log(&path).unwrap();
+        let (_, again) = open_log(&path, LogFormat::Text).unwrap();
         assert_eq!(again, None);
     }
 
@@ -349,13 +354,16 @@ mod tests {
         let path = dir.path().join("m.log");
         let junk = vec![b'x'; MAX_RECORD_LEN as usize + 10];
         std::fs::write(&path, &junk).unwrap();
-        assert!(matches!(open_log(&path), Err(OpenError::NotALog { .. })));
+        assert!(matches!(
+            open_log(&path, LogFormat::Text),
+            Err(OpenError::NotALog { .. })
+        ));
         assert_eq!(std::fs::read(&path).unwrap(), junk);
     }
 
     #[test]
     fn missing_directory_is_not_writable() {
-        let err = open_log(Path::new("/nonexistent-dir/m.log")).unwrap_err();
+        let err = open_log(Path::new("/nonexistent-dir/m.log"), LogFormat::Text).unwrap_err();
         assert!(matches!(err, OpenError::NotWritable { .. }));
     }
 }

@@ -4,6 +4,7 @@
 mod connection;
 pub mod listener;
 pub mod log_writer;
+mod stats;
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -15,8 +16,10 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::proto::frame::MAX_PAYLOAD_LEN;
+use crate::proto::LogFormat;
 pub use listener::ServeError;
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, OpenError, Recovery};
+pub use stats::Stats;
 
 /// Limits every connection is held to.
 #[derive(Debug, Clone)]
@@ -46,8 +49,11 @@ pub struct Config {
     /// Addresses to listen on. `[::]` listens on IPv6 and IPv4 alike.
     pub bind: Vec<SocketAddr>,
     pub log_path: PathBuf,
+    pub log_format: LogFormat,
     pub fsync: bool,
     pub limits: Limits,
+    /// How often to log a stats line; `None` turns it off.
+    pub stats_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -55,8 +61,10 @@ impl Default for Config {
         Config {
             bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5555))],
             log_path: PathBuf::from("messages.log"),
+            log_format: LogFormat::Text,
             fsync: false,
             limits: Limits::default(),
+            stats_interval: None,
         }
     }
 }
@@ -76,6 +84,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
         let (log, recovery, log_thread) = LogWriter::open(LogOptions {
             path: config.log_path.clone(),
+            format: config.log_format,
             fsync: config.fsync,
         })?;
         let listeners = listener::bind_all(&config.bind)?;
@@ -125,6 +134,10 @@ impl Server {
         // Every connection task holds a clone; when all are dropped, every
         // connection has ended (mini-redis's shutdown pattern).
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let stats = Arc::new(Stats::default());
+        if let Some(every) = config.stats_interval {
+            tokio::spawn(stats::report_every(stats.clone(), every, stop_rx.clone()));
+        }
         let mut acceptors = JoinSet::new();
         for listener in listeners {
             acceptors.spawn(listener::accept_loop(
@@ -133,6 +146,8 @@ impl Server {
                     permits: permits.clone(),
                     log: log.clone(),
                     limits: limits.clone(),
+                    log_format: config.log_format,
+                    stats: stats.clone(),
                     stop: stop_rx.clone(),
                     alive: alive_tx.clone(),
                 },
