@@ -286,6 +286,7 @@ impl Connection {
             // Bytes after the closing frame are never processed.
             self.buf.clear();
         }
+
         if let Some(first) = first_append_reply {
             let records = std::mem::take(&mut self.records);
             //= spec/protocol.md#acknowledgement
@@ -295,6 +296,10 @@ impl Connection {
                 Ok(buffer) => {
                     self.records = buffer;
                     self.stats.appended(appended, appended_bytes);
+                    // A batch of large messages leaves a large buffer; do not keep it idle.
+                    if self.records.capacity() > SHRINK_ABOVE {
+                        self.records = Vec::new();
+                    }
                 }
                 Err((buffer, error)) => {
                     self.records = buffer;
