@@ -68,6 +68,10 @@ impl<'a> Frame<'a> {
     /// written then.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), PayloadTooLong> {
         match self.payload() {
+            //= spec/protocol.md#client-requirements
+            //# A client MUST NOT send a payload longer than 65535 bytes.
+            //= spec/protocol.md#client-requirements
+            //# A client MUST set the length field to the number of payload bytes that follow it, counted in encoded bytes, not characters.
             Some(p) => {
                 let len = u16::try_from(p.len()).map_err(|_| PayloadTooLong { len: p.len() })?;
                 out.reserve(HEADER_LEN + p.len());
@@ -75,6 +79,8 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&len.to_le_bytes());
                 out.extend_from_slice(p);
             }
+            //= spec/protocol.md#client-requirements
+            //# A client MUST send CLOSE as the single byte 0x04.
             None => out.push(self.tag()),
         }
         Ok(())
@@ -168,6 +174,8 @@ pub fn parse_frame_limited<'a>(
     //# The length field MUST be read as an unsigned 16-bit integer in
     //# little-endian byte order.
     let len = usize::from(u16::from_le_bytes([len_bytes[0], len_bytes[1]]));
+    //= spec/protocol.md#limits
+    //# A server with a lower payload limit MUST reject a frame whose length field exceeds that limit as soon as the length field is read, without reading the payload.
     if len > max_payload {
         return Err(FrameError::PayloadOverLimit {
             len,
@@ -188,6 +196,8 @@ pub fn parse_frame_limited<'a>(
 
 /// Parses the frame at the start of `input` with the protocol's own limit,
 /// which every length field satisfies: this never fails.
+//= spec/protocol.md#limits
+//# The server MUST accept payloads of up to 65535 bytes unless it was configured with a lower payload limit.
 pub fn parse_frame(input: &[u8]) -> Parsed<'_> {
     match parse_frame_limited(input, MAX_PAYLOAD_LEN) {
         Ok(parsed) => parsed,
@@ -200,6 +210,8 @@ pub fn parse_frame(input: &[u8]) -> Parsed<'_> {
 ///
 /// It buffers at most one maximal frame (`MAX_FRAME_LEN` bytes): `fill` takes
 /// only what fits, and the caller offers the rest after draining frames.
+//= spec/protocol.md#frame
+//# The server MUST accept a frame split across any number of reads, down to one byte per read.
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -219,6 +231,8 @@ impl Decoder {
         Self::with_max_payload(MAX_PAYLOAD_LEN)
     }
 
+    //= spec/protocol.md#limits
+    //# A server MAY be configured with a payload limit lower than 65535 bytes.
     pub fn with_max_payload(max_payload: usize) -> Self {
         Decoder {
             buf: Vec::new(),
@@ -244,6 +258,8 @@ impl Decoder {
             self.buf.drain(..self.start);
             self.start = 0;
         }
+        //= spec/protocol.md#limits
+        //# The input a server buffers for one connection MUST stay bounded, whatever the client sends.
         let room = self.capacity_limit() - self.buf.len();
         let take = room.min(chunk.len());
         self.buf.extend_from_slice(&chunk[..take]);
@@ -356,6 +372,12 @@ mod tests {
         }
     }
 
+    //= spec/protocol.md#limits
+    //= type=test
+    //# A server with a lower payload limit MUST reject a frame whose length field exceeds that limit as soon as the length field is read, without reading the payload.
+    //= spec/protocol.md#limits
+    //= type=test
+    //# A server MAY be configured with a payload limit lower than 65535 bytes.
     #[test]
     fn limit_refuses_before_buffering_payload() {
         let header = [TAG_MSG, 0x10, 0x00];
@@ -369,6 +391,12 @@ mod tests {
         ));
     }
 
+    //= spec/protocol.md#limits
+    //= type=test
+    //# The server MUST accept payloads of up to 65535 bytes unless it was configured with a lower payload limit.
+    //= spec/protocol.md#client-requirements
+    //= type=test
+    //# A client MUST NOT send a payload longer than 65535 bytes.
     #[test]
     fn maximal_payload_roundtrips() {
         let payload = vec![b'x'; MAX_PAYLOAD_LEN];
@@ -391,6 +419,9 @@ mod tests {
         );
     }
 
+    //= spec/protocol.md#frame
+    //= type=test
+    //# The server MUST accept a frame split across any number of reads, down to one byte per read.
     #[test]
     fn decoder_one_byte_at_a_time_matches_whole() {
         let stream: Vec<u8> = valid_frames().concat();
@@ -414,6 +445,9 @@ mod tests {
         assert!(bytewise.is_at_boundary());
     }
 
+    //= spec/protocol.md#limits
+    //= type=test
+    //# The input a server buffers for one connection MUST stay bounded, whatever the client sends.
     #[test]
     fn decoder_never_buffers_more_than_one_frame() {
         let mut d = Decoder::new();

@@ -110,6 +110,8 @@ pub enum Violation {
 
 impl Violation {
     /// The spec rule's name, as used in reports and diagnostics.
+    //= spec/protocol.md#rules
+    //# Each rejection MUST name exactly one rule from the following table.
     pub fn rule(&self) -> &'static str {
         match self {
             Violation::EmptyName => "EmptyName",
@@ -133,6 +135,8 @@ pub type Step<'a> = (State, Response, Option<Effect<'a>>);
 
 fn reject<'a>(violation: Violation) -> Step<'a> {
     //= spec/protocol.md#replies
+    //# A rejected frame MUST have no effect other than its 0xFF reply and the close.
+    //= spec/protocol.md#replies
     //# After sending 0xFF the server MUST close the connection.
     (
         State::Closed,
@@ -142,6 +146,10 @@ fn reject<'a>(violation: Violation) -> Step<'a> {
 }
 
 /// Takes one frame in one state: the whole of the spec's state table.
+//= spec/protocol.md#states
+//# For each frame, the server MUST move to the next state, send the reply and carry out the effect that the state table gives for the current state, the frame's tag and its payload.
+//= spec/protocol.md#replies
+//# The server MUST answer each frame it processes with exactly one reply byte, 0x00 for success or 0xFF for failure.
 pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
     match (state, frame) {
         //= spec/protocol.md#states
@@ -164,6 +172,8 @@ pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
         //= spec/protocol.md#name
         //# The server MUST reject a NAME whose first payload byte is 0x00.
         (State::Connected, Frame::Name([0, ..])) => reject(Violation::NameStartsWithNul),
+        //= spec/protocol.md#name
+        //# The server MUST keep the whole NAME payload as the name, including 0x00 bytes after the first byte.
         (State::Connected, Frame::Name(name)) => (
             State::Named {
                 name: Bytes::copy_from_slice(name),
@@ -180,6 +190,8 @@ pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
         (State::Named { .. }, Frame::Pass([first, ..])) if first % 2 == 0 => {
             reject(Violation::PasswordRejected)
         }
+        //= spec/protocol.md#pass
+        //# The server MUST accept a PASS whose first payload byte is odd.
         (State::Named { name }, Frame::Pass(_)) => {
             (State::Authenticated { name }, Response::Ack, None)
         }
@@ -190,6 +202,8 @@ pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
         //= spec/protocol.md#msg
         //# The server MUST NOT acknowledge a MSG before its record was
         //# appended to the log.
+        //= spec/protocol.md#msg
+        //# For each accepted MSG, the server MUST append exactly one record to the log.
         (State::Authenticated { name }, Frame::Msg(message)) => {
             let effect = Effect::Append {
                 name: name.clone(),
@@ -210,6 +224,8 @@ pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
 
 /// A transaction that failed outside the table: a frame over the server's
 /// payload limit, an append the log could not take, or a timeout.
+//= spec/protocol.md#msg
+//# If the record of a MSG cannot be appended, the server MUST reply 0xFF and close the connection.
 pub fn fail<'a>(state: State, violation: Violation) -> Step<'a> {
     match state {
         State::Closed => (State::Closed, Response::Silent, None),
@@ -271,6 +287,9 @@ mod tests {
     //= type=test
     //# Once a connection is closed, the server MUST NOT process any
     //# further bytes from it.
+    //= spec/protocol.md#states
+    //= type=test
+    //# For each frame, the server MUST move to the next state, send the reply and carry out the effect that the state table gives for the current state, the frame's tag and its payload.
     #[test]
     fn every_state_every_tag_every_payload_case() {
         let payloads: [&[u8]; 5] = [b"", b"\0x", b"A", b"B", b"AAAA"];
@@ -295,6 +314,9 @@ mod tests {
         }
     }
 
+    //= spec/protocol.md#rules
+    //= type=test
+    //# Each rejection MUST name exactly one rule from the following table.
     #[test]
     fn rejections_name_their_rule() {
         let cases: [(State, Frame, Violation); 7] = [
@@ -319,6 +341,9 @@ mod tests {
         }
     }
 
+    //= spec/protocol.md#name
+    //= type=test
+    //# The server MUST keep the whole NAME payload as the name, including 0x00 bytes after the first byte.
     #[test]
     fn name_is_kept_whole_and_carried_to_appends() {
         let (s, _, _) = step(State::Connected, Frame::Name(b"Al\0ice"));
@@ -334,6 +359,9 @@ mod tests {
         );
     }
 
+    //= spec/protocol.md#msg
+    //= type=test
+    //# If the record of a MSG cannot be appended, the server MUST reply 0xFF and close the connection.
     #[test]
     fn fail_closes_with_nak_unless_closed() {
         assert_eq!(

@@ -54,6 +54,8 @@ fn push_char(out: &mut Vec<u8>, c: char) {
 fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8], field: Field) {
     while !bytes.is_empty() {
         // Fast path: the run of printable ASCII is copied as it is.
+        //= spec/protocol.md#record-format
+        //# Printable ASCII bytes 0x20 to 0x7E MUST be written unchanged, except `]` in a name.
         let plain = bytes
             .iter()
             .position(|&b| !(0x20..0x7F).contains(&b) || (field == Field::Name && b == b']'))
@@ -91,6 +93,8 @@ fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8], field: Field) {
                     .and_then(|seq| std::str::from_utf8(seq).ok())
                     .and_then(|s| s.chars().next());
                 match decoded {
+                    //= spec/protocol.md#record-format
+                    //# Characters outside ASCII that are valid UTF-8 MUST be written unchanged, except the characters in the following list.
                     Some(c) if !char_needs_escape(c) => {
                         out.extend_from_slice(&bytes[..width]);
                         bytes = &bytes[width..];
@@ -130,6 +134,10 @@ fn utf8_width(lead: u8) -> usize {
 //= spec/protocol.md#record-format
 //# Each record MUST be `[`, the escaped name, `]: `, the escaped message,
 //# and CR LF.
+//= spec/protocol.md#record-format
+//# A record MUST NOT contain the bytes CR or LF except for its final CR LF.
+//= spec/protocol.md#record-format
+//# Every record MUST be valid UTF-8.
 pub fn encode_record(out: &mut Vec<u8>, name: &[u8], message: &[u8]) {
     out.reserve(name.len() + message.len() + 6);
     out.push(b'[');
@@ -223,10 +231,14 @@ pub fn decode_record(line: &[u8]) -> Result<Record, RecordError> {
     let (name, message) = rest
         .split_once("]: ")
         .ok_or(RecordError::MissingSeparator)?;
+    //= spec/protocol.md#record-format
+    //# Decoding a record MUST give back exactly the name and message bytes it was made from.
     let record = Record {
         name: unescape(name)?,
         message: unescape(message)?,
     };
+    //= spec/protocol.md#record-format
+    //# A decoder MUST reject a line that is not exactly what the encoder writes for some name and message.
     if self::record(&record.name, &record.message) != line {
         return Err(RecordError::NotCanonical);
     }
@@ -241,8 +253,7 @@ pub fn records(log: &[u8]) -> impl Iterator<Item = Result<Record, RecordError>> 
         if rest.is_empty() {
             return None;
         }
-        //= spec/protocol.md#record-format
-        //# A record MUST NOT contain the bytes CR or LF except for its final CR LF.
+        // Records hold no CR or LF but their last two (#record-format).
         let line_len = rest
             .windows(2)
             .position(|w| w == b"\r\n")
@@ -308,6 +319,9 @@ mod tests {
     //# Bytes that are not part of valid UTF-8, and the bytes of the
     //# characters listed above, MUST be written as `␦` followed by
     //# two upper-case hexadecimal digits.
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# Characters outside ASCII that are valid UTF-8 MUST be written unchanged, except the characters in the following list.
     #[test]
     fn binary_and_tricky_unicode_survive() {
         let msg = "héllo wörld ✓ 日本 \u{2028} \u{202E} ␦ ␍".as_bytes();
@@ -326,6 +340,9 @@ mod tests {
         assert_eq!(decode_record(&r).unwrap().message, binary);
     }
 
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# A decoder MUST reject a line that is not exactly what the encoder writes for some name and message.
     #[test]
     fn decoder_rejects_what_encoder_never_writes() {
         assert_eq!(
@@ -366,6 +383,9 @@ mod tests {
     }
 
     quickcheck! {
+        //= spec/protocol.md#record-format
+        //= type=test
+        //# Decoding a record MUST give back exactly the name and message bytes it was made from.
         fn decode_inverts_encode(name: Vec<u8>, message: Vec<u8>) -> bool {
             let r = record(&name, &message);
             decode_record(&r) == Ok(Record { name, message })
@@ -374,6 +394,9 @@ mod tests {
         //= spec/protocol.md#record-format
         //= type=test
         //# A record MUST NOT contain the bytes CR or LF except for its final CR LF.
+        //= spec/protocol.md#record-format
+        //= type=test
+        //# Every record MUST be valid UTF-8.
         fn exactly_one_line_per_record(name: Vec<u8>, message: Vec<u8>) -> bool {
             let r = record(&name, &message);
             let body = &r[..r.len() - 2];
@@ -384,6 +407,9 @@ mod tests {
                 && records(&r).count() == 1
         }
 
+        //= spec/protocol.md#record-format
+        //= type=test
+        //# Printable ASCII bytes 0x20 to 0x7E MUST be written unchanged, except `]` in a name.
         fn printable_ascii_is_unchanged(name: Vec<u8>, message: Vec<u8>) -> bool {
             // Fold arbitrary bytes onto printable ASCII (and `]` out of the
             // name) so no case is discarded.

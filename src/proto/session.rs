@@ -41,6 +41,8 @@ impl Session {
     }
 
     pub fn with_decoder(decoder: Decoder) -> Self {
+        //= spec/protocol.md#states
+        //# The server MUST start each connection in state C.
         Session {
             decoder,
             state: State::Connected,
@@ -74,6 +76,10 @@ impl Session {
         }
     }
 
+    //= spec/protocol.md#acknowledgement
+    //# The server MUST process pipelined frames, sent without waiting for replies, in the order they arrived.
+    //= spec/protocol.md#acknowledgement
+    //# The server MUST send the replies of a connection in the order of the frames they answer.
     fn drain(&mut self) {
         while !self.state.is_closed() {
             let state = std::mem::replace(&mut self.state, State::Closed);
@@ -109,6 +115,9 @@ impl Session {
 
     /// Ends the session (the client's end of stream). Returns the transcript
     /// and whether the stream ended in the middle of a frame.
+    //= spec/protocol.md#end-of-stream
+    //# If the stream ends in the middle of a frame, the server MUST
+    //# discard the partial frame without replying or writing to the log.
     pub fn finish(self) -> (Transcript, bool) {
         let mid_frame = !self.state.is_closed() && !self.decoder.is_at_boundary();
         (self.transcript, mid_frame)

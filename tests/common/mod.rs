@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests (`mod common;` in each test crate).
+
+// Each test crate uses only part of these helpers; the rest would warn.
+#![allow(dead_code)]
+
+pub mod vectors;
