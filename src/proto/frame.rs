@@ -212,6 +212,8 @@ pub fn parse_frame(input: &[u8]) -> Parsed<'_> {
 /// only what fits, and the caller offers the rest after draining frames.
 //= spec/protocol.md#frame
 //# The server MUST accept a frame split across any number of reads, down to one byte per read.
+//= spec/protocol.md#deviations
+//# A frame that arrives in pieces MUST be processed as if it had arrived whole.
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -422,6 +424,9 @@ mod tests {
     //= spec/protocol.md#frame
     //= type=test
     //# The server MUST accept a frame split across any number of reads, down to one byte per read.
+    //= spec/protocol.md#deviations
+    //= type=test
+    //# A frame that arrives in pieces MUST be processed as if it had arrived whole.
     #[test]
     fn decoder_one_byte_at_a_time_matches_whole() {
         let stream: Vec<u8> = valid_frames().concat();
