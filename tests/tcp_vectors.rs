@@ -1,0 +1,87 @@
+//! Every session vector in spec/vectors, over real TCP against the real
+//! server: whole, one byte at a time, and frame by frame in tag / length /
+//! payload writes like the reference's C test client.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::vectors::{self, ClosedBy, SessionVector};
+use msglog::server::{Config, Limits, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn run(vector: &SessionVector, sizes: &[usize], way: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("messages.log");
+    let limits = Limits {
+        max_payload: vector.max_payload.unwrap_or(Limits::default().max_payload),
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(Config {
+        bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        log_path: log_path.clone(),
+        limits,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut rd, mut wr) = stream.split();
+    let send = async {
+        for chunk in vectors::split(&vector.client, sizes) {
+            // The server may close before the client is done: bytes after
+            // the closing frame are never processed, so a failed write is fine.
+            if wr.write_all(chunk).await.is_err() {
+                return;
+            }
+            if sizes.len() > 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        //= spec/protocol.md#end-of-stream
+        //= type=test
+        //# If the stream ends at a frame boundary, the server MUST close the
+        //# connection without sending anything.
+        if vector.closed_by == ClosedBy::Client {
+            let _ = wr.shutdown().await;
+        }
+    };
+    let receive = async {
+        let mut replies = Vec::new();
+        tokio::time::timeout(TIMEOUT, rd.read_to_end(&mut replies))
+            .await
+            .unwrap_or_else(|_| panic!("{} ({way}): the server did not close", vector.id))
+            .unwrap_or_else(|e| panic!("{} ({way}): connection failed: {e}", vector.id));
+        replies
+    };
+    let ((), replies) = tokio::join!(send, receive);
+    assert_eq!(replies, vector.replies, "{} ({way}): replies", vector.id);
+    // Our end of stream ends the server's linger at once.
+    drop(stream);
+    server.stop().await.unwrap();
+    let log = std::fs::read(&log_path).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        String::from_utf8_lossy(&vector.log_bytes()),
+        "{} ({way}): log",
+        vector.id
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_vector_over_tcp() {
+    let all = vectors::sessions();
+    assert!(all.len() >= 40, "only {} vectors", all.len());
+    for vector in &all {
+        run(vector, &[vector.client.len()], "whole").await;
+        run(vector, &vectors::frame_part_sizes(&vector.client), "tag/length/payload").await;
+        if vector.client.len() <= 256 {
+            run(vector, &vec![1; vector.client.len()], "one byte at a time").await;
+        }
+    }
+}
