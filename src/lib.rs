@@ -12,5 +12,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod proto;
 pub mod server;

@@ -26,6 +26,8 @@ enum Command {
     Serve(ServeArgs),
     /// Read a log back (either format), check every record, print them as JSON lines.
     Read(ReadArgs),
+    /// Send messages to a server: each MESSAGE, or else each line of standard input.
+    Send(msglog::client::cli::SendArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -307,5 +309,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Read(args) => read(args),
+        Command::Send(args) => msglog::client::cli::run_send(args),
     }
 }
