@@ -6,6 +6,7 @@
 //!   in-memory session runner). No tokio, no clock, no sockets.
 //! - [`server`]: the Tokio shell that runs the core over TCP and owns the
 //!   log file.
+//! - [`client`]: async and blocking Rust clients, and `msglog send`.
 //!
 //! The specification is `spec/protocol.md`; code that implements one of its
 //! requirements quotes it (`//= spec/protocol.md#section`).

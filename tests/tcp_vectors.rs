@@ -79,7 +79,12 @@ async fn every_vector_over_tcp() {
     assert!(all.len() >= 40, "only {} vectors", all.len());
     for vector in &all {
         run(vector, &[vector.client.len()], "whole").await;
-        run(vector, &vectors::frame_part_sizes(&vector.client), "tag/length/payload").await;
+        run(
+            vector,
+            &vectors::frame_part_sizes(&vector.client),
+            "tag/length/payload",
+        )
+        .await;
         if vector.client.len() <= 256 {
             run(vector, &vec![1; vector.client.len()], "one byte at a time").await;
         }
