@@ -126,6 +126,10 @@ impl ServeArgs {
     }
 }
 
+//= spec/protocol.md#diagnostics
+//# The server MUST write each diagnostic line as soon as it happens, also
+//# when its output is not a terminal.
+// Rust's stdout is line-buffered whether or not it is a terminal.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -173,7 +177,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
-        // The first line names the address and the log, for people and scripts.
+        //= spec/protocol.md#diagnostics
+        //# The first line the server prints MUST name the addresses it listens on
+        //# and the log file.
         println!(
             "msglog listening on {}, log {}",
             addrs.join(" and "),

@@ -198,6 +198,13 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
     );
 }
 
+//= spec/protocol.md#shutdown
+//= type=test
+//# On SIGINT or SIGTERM the server MUST stop accepting connections and let
+//# each connection finish the frame in progress within the shutdown timeout.
+//= spec/protocol.md#shutdown
+//= type=test
+//# The server MUST NOT exit before every record it accepted was written to the log.
 #[test]
 fn sigterm_lets_the_frame_in_progress_finish_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,4 +339,32 @@ fn full_disk_rejects_with_0xff_keeps_serving_and_recovers() {
         lines.iter().any(|l| l.contains("works again")),
         "{lines:#?}"
     );
+}
+
+//= spec/protocol.md#shutdown
+//= type=test
+//# A connection whose frame in progress does not complete within the
+//# shutdown timeout MUST get 0xFF and be closed.
+#[test]
+fn sigterm_cuts_off_a_frame_that_never_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("messages.log");
+    let mut server = serve(&log, &["--shutdown-timeout", "0.5"]);
+    let mut stuck = Client::login(server.port, "stuck").unwrap();
+    stuck.0.write_all(&[3, 10, 0, b'h']).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(stuck.reply(), Some(0xFF));
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "cut off after {waited:?}, before the shutdown timeout"
+    );
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(std::fs::read(&log).unwrap(), b"");
 }

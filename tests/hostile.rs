@@ -205,6 +205,10 @@ fn rss_kib(pid: u32) -> u64 {
 //= type=test
 //# The server MUST NOT read more frames from a connection while
 //# replies to earlier frames wait to be sent on it.
+//= spec/protocol.md#backpressure
+//= type=test
+//# The server MAY close a connection whose client has not read its
+//# waiting replies within the idle timeout.
 #[tokio::test]
 async fn client_that_never_reads_is_throttled_not_buffered() {
     use std::io::BufRead;

@@ -50,6 +50,10 @@ fn start(dir: &Path, port: u16, extra: &[&str]) -> Running {
     let lines = forward_lines(child.stdout.take().unwrap());
     //= spec/protocol.md#diagnostics
     //= type=test
+    //# The first line the server prints MUST name the addresses it listens on
+    //# and the log file.
+    //= spec/protocol.md#diagnostics
+    //= type=test
     //# The server MUST write each diagnostic line as soon as it happens, also
     //# when its output is not a terminal.
     let first = lines
@@ -310,4 +314,60 @@ fn stats_line_is_logged_periodically() {
         .take(100)
         .find(|l| l.contains("stats") && l.contains("messages_total=1"));
     assert!(stats.is_some());
+}
+
+//= spec/protocol.md#diagnostics
+//= type=test
+//# The server MUST report each accepted and each closed connection with the peer's address.
+//= spec/protocol.md#diagnostics
+//= type=test
+//# The server MUST report each rejection with the name of the rule that was broken.
+//= spec/protocol.md#diagnostics
+//= type=test
+//# At level info and above, diagnostics MUST NOT contain message contents or
+//# passwords.
+#[test]
+fn diagnostics_name_peers_and_rules_but_never_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), 0, &[]);
+    let ok = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let peer = ok.local_addr().unwrap().to_string();
+    drop(ok);
+    assert_eq!(
+        session(server.port, "u", "SECRET-MESSAGE-TEXT"),
+        [0, 0, 0, 0]
+    );
+    // Password "Bsecret-password" is rejected (first byte even).
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut bytes = vec![1, 1, 0, b'v', 2, 16, 0];
+    bytes.extend_from_slice(b"Bsecret-password");
+    s.write_all(&bytes).unwrap();
+    let mut replies = Vec::new();
+    s.read_to_end(&mut replies).unwrap();
+    assert_eq!(replies, [0, 0xFF]);
+    signal(&server.child, "TERM");
+    let lines: Vec<String> =
+        std::iter::from_fn(|| server.lines.recv_timeout(Duration::from_secs(5)).ok()).collect();
+    let about_peer: Vec<&String> = lines.iter().filter(|l| l.contains(&peer)).collect();
+    assert!(
+        about_peer.iter().any(|l| l.contains("connection accepted")),
+        "{lines:#?}"
+    );
+    assert!(
+        about_peer.iter().any(|l| l.contains("connection closed")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("rule=\"PasswordRejected\"")),
+        "{lines:#?}"
+    );
+    for l in &lines {
+        assert!(
+            !l.contains("SECRET-MESSAGE-TEXT") && !l.contains("secret-password"),
+            "{l}"
+        );
+    }
 }

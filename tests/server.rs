@@ -281,6 +281,13 @@ async fn reply_after_reject_survives_bytes_the_client_sent_after_it() {
     assert_eq!(h.log(), b"");
 }
 
+//= spec/protocol.md#limits
+//= type=test
+//# A server MUST serve at least 1000 simultaneous connections unless
+//# configured with a lower connection limit.
+//= spec/protocol.md#log-file
+//= type=test
+//# The server MUST write each record whole, never interleaved with bytes of another record.
 #[tokio::test]
 async fn a_thousand_simultaneous_clients_every_record_exactly_once() {
     // Two descriptors per connection in this one process (client and server).
@@ -352,4 +359,68 @@ async fn forging_attempt_stays_one_escaped_record() {
             rec(b"admin]: x", b"forged?")
         ]
     );
+}
+
+//= spec/protocol.md#listening
+//= type=test
+//# A failure on one connection MUST NOT affect any other connection.
+#[tokio::test]
+async fn a_reset_connection_does_not_disturb_another() {
+    let h = Harness::start().await;
+    let mut good = h.connect().await;
+    good.write_all(&login(b"good")).await.unwrap();
+    assert_eq!(read_n(&mut good, 2).await, [ACK, ACK]);
+    for _ in 0..20 {
+        // Half a frame, then an abortive close (RST) from the client.
+        let bad = h.connect().await;
+        let std_bad = bad.into_std().unwrap();
+        let socket = socket2::Socket::from(std_bad);
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+        let mut bytes = login(b"bad");
+        bytes.extend([3, 100, 0, b'x']);
+        std::io::Write::write_all(&mut &socket, &bytes).unwrap();
+        drop(socket);
+        good.write_all(&frame(Frame::Msg(b"unaffected")))
+            .await
+            .unwrap();
+        assert_eq!(read_n(&mut good, 1).await, [ACK]);
+    }
+    assert_eq!(exchange_until_close(&mut good, &[0x04]).await, [ACK]);
+    let got: Vec<_> = records(&h.log()).map(|r| r.unwrap()).collect();
+    assert_eq!(got, vec![rec(b"good", b"unaffected"); 20]);
+}
+
+//= spec/protocol.md#listening
+//= type=test
+//# By default the server MUST listen on TCP port 5555 on every IPv6 and IPv4 interface.
+#[tokio::test]
+async fn default_is_port_5555_on_every_interface_both_families() {
+    use std::net::{Ipv6Addr, SocketAddr};
+    let default = msglog::server::Config::default();
+    assert_eq!(
+        default.bind,
+        [SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5555))]
+    );
+    // The same unspecified address on a free port takes IPv4 and IPv6 alike.
+    let dir = tempfile::tempdir().unwrap();
+    let server = msglog::server::TestServer::start_with(msglog::server::Config {
+        bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))],
+        log_path: dir.path().join("messages.log"),
+        ..default
+    })
+    .await
+    .unwrap();
+    let port = server.addr.port();
+    let mut targets = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        targets.push(SocketAddr::from((Ipv6Addr::LOCALHOST, port)));
+    }
+    for target in targets {
+        let mut s = tokio::net::TcpStream::connect(target).await.unwrap();
+        assert_eq!(
+            exchange_until_close(&mut s, &[0x04]).await,
+            [ACK],
+            "{target}"
+        );
+    }
 }

@@ -94,8 +94,11 @@ impl<'a> Frame<'a> {
     }
 }
 
+//= spec/protocol.md#diagnostics
+//# At level info and above, diagnostics MUST NOT contain message contents or
+//# passwords.
+// Payloads are shown as lengths, so no diagnostic can print one by accident.
 impl fmt::Debug for Frame<'_> {
-    // Payloads are shown as lengths: a debug line must never leak a password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Frame::Name(p) => write!(f, "Name({} bytes)", p.len()),

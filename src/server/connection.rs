@@ -87,6 +87,8 @@ impl Connection {
     }
 
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        //= spec/protocol.md#diagnostics
+        //# The server MUST report each accepted and each closed connection with the peer's address.
         tracing::info!(peer = %self.peer, "connection accepted");
         self.stats.opened();
         let end = self.serve(&mut shutdown).await;
@@ -96,6 +98,8 @@ impl Connection {
                 .rejected
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        //= spec/protocol.md#diagnostics
+        //# The server MUST report each rejection with the name of the rule that was broken.
         match &end {
             End::Rejected(v) => {
                 tracing::info!(peer = %self.peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
@@ -108,7 +112,7 @@ impl Connection {
         }
         if !matches!(
             end,
-            End::Io(_) | End::ClientEnded | End::ClientEndedMidFrame(_)
+            End::Io(_) | End::ClientEnded | End::ClientEndedMidFrame(_) | End::NotReading
         ) {
             self.linger_close().await;
         }
@@ -128,6 +132,9 @@ impl Connection {
                 match tokio::time::timeout(self.limits.idle_timeout, write).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return End::Io(e),
+                    //= spec/protocol.md#backpressure
+                    //# The server MAY close a connection whose client has not read its
+                    //# waiting replies within the idle timeout.
                     Err(_) => return End::NotReading,
                 }
                 self.replies.clear();
@@ -155,10 +162,16 @@ impl Connection {
                     accepted + self.limits.handshake_timeout,
                     Some(Violation::HandshakeTimeout),
                 ),
+                //= spec/protocol.md#timeouts
+                //# The server MUST close a connection whose frame stays incomplete for
+                //# longer than the handshake timeout, replying 0xFF.
                 (_, Some(since)) => (
                     since + self.limits.handshake_timeout,
                     Some(Violation::FrameTimeout),
                 ),
+                //= spec/protocol.md#timeouts
+                //# The server MUST close an authenticated connection that sends nothing for
+                //# the idle timeout.
                 (_, None) => (Instant::now() + self.limits.idle_timeout, None),
             };
             let deadline = shutdown_deadline.map_or(deadline, |s| s.min(deadline));
@@ -170,6 +183,9 @@ impl Connection {
             self.buf.reserve(needed.max(READ_CHUNK));
             tokio::select! {
                 read = self.stream.read_buf(&mut self.buf) => match read {
+                    //= spec/protocol.md#end-of-stream
+                    //# If the stream ends at a frame boundary, the server MUST close the
+                    //# connection without sending anything.
                     Ok(0) if self.buf.is_empty() => return End::ClientEnded,
                     //= spec/protocol.md#end-of-stream
                     //# If the stream ends in the middle of a frame, the server MUST
@@ -179,6 +195,9 @@ impl Connection {
                     Err(e) => return End::Io(e),
                 },
                 () = sleep_until(deadline) => {
+                    //= spec/protocol.md#shutdown
+                    //# A connection whose frame in progress does not complete within the
+                    //# shutdown timeout MUST get 0xFF and be closed.
                     if shutdown_deadline.is_some_and(|s| s <= Instant::now()) {
                         return self.reject(Violation::ShuttingDown).await;
                     }

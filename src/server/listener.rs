@@ -119,6 +119,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
         );
         let stop = shared.stop.clone();
         let alive = shared.alive.clone();
+        //= spec/protocol.md#listening
+        //# A failure on one connection MUST NOT affect any other connection.
+        // Each connection is its own task; its errors end only that task.
         tokio::spawn(async move {
             connection.run(stop).await;
             drop((permit, alive));

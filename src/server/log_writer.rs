@@ -146,6 +146,8 @@ pub fn open_log(path: &Path, format: LogFormat) -> Result<(File, Option<Recovery
         path: path.to_owned(),
         source,
     };
+    //= spec/protocol.md#log-file
+    //# The server MUST open the log file for appending, creating it if it does not exist.
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -173,6 +175,9 @@ pub fn open_log(path: &Path, format: LogFormat) -> Result<(File, Option<Recovery
     let offset = match keep_in_window {
         Some(k) => len - window + k,
         None if len <= MAX_RECORD_LEN => 0,
+        //= spec/protocol.md#recovery
+        //# If the bytes after the last CR LF are longer than any record can be,
+        //# the server MUST refuse to start and leave the file unchanged.
         None => {
             return Err(OpenError::NotALog {
                 path: path.to_owned(),
@@ -191,8 +196,28 @@ pub fn open_log(path: &Path, format: LogFormat) -> Result<(File, Option<Recovery
     ))
 }
 
+/// What the writer needs of its file; a trait so tests can put a file in
+/// front of it that fails or blocks on demand.
+pub(crate) trait LogFile: Send + 'static {
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn sync_data(&mut self) -> io::Result<()>;
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Write::write_vectored(self, bufs)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+}
+
 struct Writer {
-    file: File,
+    file: Box<dyn LogFile>,
     /// File length after the last successful write: where to cut back to.
     len: u64,
     options: LogOptions,
@@ -200,8 +225,17 @@ struct Writer {
     failing: bool,
 }
 
-fn run(file: File, options: LogOptions, mut rx: mpsc::UnboundedReceiver<Request>) {
+fn run(file: File, options: LogOptions, rx: mpsc::UnboundedReceiver<Request>) {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    run_with(Box::new(file), len, options, rx);
+}
+
+fn run_with(
+    file: Box<dyn LogFile>,
+    len: u64,
+    options: LogOptions,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
     let mut writer = Writer {
         file,
         len,
@@ -278,6 +312,10 @@ impl Writer {
         }
     }
 
+    //= spec/protocol.md#log-file
+    //# The server MUST write each record whole, never interleaved with bytes of another record.
+    // Each batch holds whole records of one connection; batches are written
+    // one after another by this one thread.
     fn write_batch(&mut self, batch: &[Pending]) -> io::Result<()> {
         let total: usize = batch.iter().map(|(r, _)| r.len()).sum();
         let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|(r, _)| IoSlice::new(r)).collect();
@@ -317,7 +355,7 @@ impl Writer {
                     );
                 }
                 self.len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = file;
+                self.file = Box::new(file);
                 Ok(())
             }
             Err(OpenError::NotWritable { source, .. }) => Err(Arc::new(source)),
@@ -329,6 +367,132 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        Write(Vec<u8>),
+        Sync,
+        Cut(u64),
+    }
+
+    /// A file that records what is done to it, can be told to fail writes
+    /// after some bytes, and holds every sync until the test lets it go.
+    struct FakeFile {
+        events: Arc<Mutex<Vec<Event>>>,
+        fail_after: Option<usize>,
+        sync_gate: Option<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl LogFile for FakeFile {
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if let Some(room) = self.fail_after {
+                if room == 0 {
+                    return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+                }
+                data.truncate(room);
+                self.fail_after = Some(room - data.len());
+            }
+            let n = data.len();
+            self.events.lock().unwrap().push(Event::Write(data));
+            Ok(n)
+        }
+        fn sync_data(&mut self) -> io::Result<()> {
+            if let Some(gate) = &self.sync_gate {
+                gate.recv().map_err(io::Error::other)?;
+            }
+            self.events.lock().unwrap().push(Event::Sync);
+            Ok(())
+        }
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
+            self.events.lock().unwrap().push(Event::Cut(len));
+            Ok(())
+        }
+    }
+
+    fn spawn_fake(file: FakeFile, start_len: u64, fsync: bool) -> LogWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let options = LogOptions {
+            path: PathBuf::from("fake.log"),
+            format: LogFormat::Text,
+            fsync,
+        };
+        std::thread::spawn(move || run_with(Box::new(file), start_len, options, rx));
+        LogWriter { tx }
+    }
+
+    //= spec/protocol.md#durability
+    //= type=test
+    //# With fsync enabled, the server MUST flush the record to stable
+    //# storage before acknowledging it.
+    #[tokio::test]
+    async fn with_fsync_the_ack_waits_for_the_sync() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (release, gate) = std::sync::mpsc::channel();
+        let writer = spawn_fake(
+            FakeFile {
+                events: events.clone(),
+                fail_after: None,
+                sync_gate: Some(gate),
+            },
+            0,
+            true,
+        );
+        let append = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.append(b"[a]: b\r\n".to_vec()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !append.is_finished(),
+            "acknowledged before the sync finished"
+        );
+        assert_eq!(
+            *events.lock().unwrap(),
+            [Event::Write(b"[a]: b\r\n".to_vec())]
+        );
+        release.send(()).unwrap();
+        assert!(append.await.unwrap().is_ok());
+        assert_eq!(
+            *events.lock().unwrap(),
+            [Event::Write(b"[a]: b\r\n".to_vec()), Event::Sync]
+        );
+    }
+
+    //= spec/protocol.md#durability
+    //= type=test
+    //# When an append fails, the server MUST NOT leave any part of the
+    //# affected records in the log.
+    #[tokio::test]
+    async fn a_short_write_is_cut_back_and_reported() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let writer = spawn_fake(
+            FakeFile {
+                events: events.clone(),
+                fail_after: Some(12),
+                sync_gate: None,
+            },
+            100,
+            false,
+        );
+        let ok = writer.append(b"[a]: one\r\n".to_vec()).await;
+        assert!(ok.is_ok());
+        let failed = writer.append(b"[a]: two\r\n".to_vec()).await;
+        let Err((_, AppendError::Io(e))) = failed else {
+            panic!("expected an I/O error, got {failed:?}")
+        };
+        assert_eq!(e.raw_os_error(), Some(28));
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                Event::Write(b"[a]: one\r\n".to_vec()),
+                Event::Write(b"[a".to_vec()),
+                // Back to the length after the last whole write: 100 + 10.
+                Event::Cut(110),
+            ]
+        );
+    }
 
     #[test]
     fn torn_tail_is_cut_and_reported() {
@@ -348,6 +512,10 @@ mod tests {
         assert_eq!(again, None);
     }
 
+    //= spec/protocol.md#recovery
+    //= type=test
+    //# If the bytes after the last CR LF are longer than any record can be,
+    //# the server MUST refuse to start and leave the file unchanged.
     #[test]
     fn foreign_file_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -359,6 +527,21 @@ mod tests {
             Err(OpenError::NotALog { .. })
         ));
         assert_eq!(std::fs::read(&path).unwrap(), junk);
+    }
+
+    //= spec/protocol.md#log-file
+    //= type=test
+    //# The server MUST open the log file for appending, creating it if it does not exist.
+    #[test]
+    fn log_is_created_or_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.log");
+        let (mut file, _) = open_log(&path, LogFormat::Text).unwrap();
+        Write::write_all(&mut file, b"[a]: one\r\n").unwrap();
+        drop(file);
+        let (mut file, _) = open_log(&path, LogFormat::Text).unwrap();
+        Write::write_all(&mut file, b"[a]: two\r\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n[a]: two\r\n");
     }
 
     #[test]

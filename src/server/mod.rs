@@ -32,6 +32,9 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    //= spec/protocol.md#limits
+    //# A server MUST serve at least 1000 simultaneous connections unless
+    //# configured with a lower connection limit.
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
@@ -57,6 +60,8 @@ pub struct Config {
 }
 
 impl Default for Config {
+    //= spec/protocol.md#listening
+    //# By default the server MUST listen on TCP port 5555 on every IPv6 and IPv4 interface.
     fn default() -> Self {
         Config {
             bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5555))],
@@ -155,11 +160,16 @@ impl Server {
         }
         drop((log, alive_tx));
         shutdown.await;
+        //= spec/protocol.md#shutdown
+        //# On SIGINT or SIGTERM the server MUST stop accepting connections and let
+        //# each connection finish the frame in progress within the shutdown timeout.
         tracing::info!("shutting down: no new connections; finishing frames in progress");
         let _ = stop_tx.send(true);
         while acceptors.join_next().await.is_some() {}
         // Connections end within the shutdown timeout plus the close linger.
         let _ = alive_rx.recv().await;
+        //= spec/protocol.md#shutdown
+        //# The server MUST NOT exit before every record it accepted was written to the log.
         // The writer thread syncs and exits once the last handle is gone.
         tokio::task::spawn_blocking(move || log_thread.join())
             .await
