@@ -163,8 +163,12 @@ async fn connection_limit_refuses_new_connections_only() {
         assert_eq!(read_n(&mut s, 2).await, [ACK, ACK]);
         held.push(s);
     }
-    for _ in 0..5 {
+    for i in 0..6 {
         let mut extra = TcpStream::connect(server.addr).await.unwrap();
+        if i % 2 == 1 {
+            // Bytes already sent must not turn the refusal into a reset.
+            extra.write_all(&login(b"extra")).await.unwrap();
+        }
         assert_eq!(read_to_end(&mut extra).await, [NAK]);
     }
     // Existing connections are untouched.

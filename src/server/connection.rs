@@ -114,7 +114,7 @@ impl Connection {
             end,
             End::Io(_) | End::ClientEnded | End::ClientEndedMidFrame(_) | End::NotReading
         ) {
-            self.linger_close().await;
+            linger_close(&mut self.stream).await;
         }
     }
 
@@ -335,26 +335,29 @@ impl Connection {
         }
         end
     }
+}
 
-    //= spec/protocol.md#graceful-close
-    //# After its last reply the server MUST shut down its sending side and
-    //# keep reading until the client's end of stream or a bounded time, so that
-    //# the client can read that reply.
-    async fn linger_close(&mut self) {
-        if self.stream.shutdown().await.is_err() {
-            return;
-        }
-        let deadline = Instant::now() + LINGER;
-        let mut discarded = 0;
-        let mut scratch = [0u8; 4096];
-        while discarded < LINGER_MAX_BYTES {
-            tokio::select! {
-                read = self.stream.read(&mut scratch) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => discarded += n,
-                },
-                () = sleep_until(deadline) => return,
-            }
+/// Closes gracefully: shut down the sending side, then read and discard
+/// what the client still sends (bounded in time and bytes), so the kernel
+/// does not answer those bytes with a reset that destroys our last reply.
+//= spec/protocol.md#graceful-close
+//# After its last reply the server MUST shut down its sending side and
+//# keep reading until the client's end of stream or a bounded time, so that
+//# the client can read that reply.
+pub(crate) async fn linger_close(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0;
+    let mut scratch = [0u8; 4096];
+    while discarded < LINGER_MAX_BYTES {
+        tokio::select! {
+            read = stream.read(&mut scratch) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            },
+            () = sleep_until(deadline) => return,
         }
     }
 }

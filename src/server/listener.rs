@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::connection::Connection;
+use super::connection::{linger_close, Connection};
 use super::log_writer::{LogWriter, OpenError};
 use super::{Limits, Stats};
 use crate::proto::machine::NAK;
@@ -77,6 +77,8 @@ fn bind_one(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// What every connection task shares.
 pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
+    /// Refused connections still lingering; bounded separately.
+    pub refusals: Arc<Semaphore>,
     pub log: LogWriter,
     pub limits: Arc<Limits>,
     pub log_format: LogFormat,
@@ -105,8 +107,21 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             //# A server at its connection limit MUST reply 0xFF to a new
             //# connection and close it, without affecting existing connections.
             tracing::warn!(peer = %peer, limit = shared.limits.max_connections, "connection limit reached; refusing");
-            let _ = stream.try_write(&[NAK]);
-            let _ = stream.shutdown().await;
+            // Refusals linger too (so the 0xFF is not lost to a reset), but
+            // only so many at once: a flood past the limit must stay cheap.
+            match shared.refusals.clone().try_acquire_owned() {
+                Ok(refusal) => {
+                    tokio::spawn(async move {
+                        if stream.write_all(&[NAK]).await.is_ok() {
+                            linger_close(&mut stream).await;
+                        }
+                        drop(refusal);
+                    });
+                }
+                Err(_) => {
+                    let _ = stream.try_write(&[NAK]);
+                }
+            }
             continue;
         };
         let connection = Connection::new(

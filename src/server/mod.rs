@@ -21,6 +21,9 @@ pub use listener::ServeError;
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, OpenError, Recovery};
 pub use stats::Stats;
 
+/// Refused connections (over the limit) that may linger at once.
+const MAX_LINGERING_REFUSALS: usize = 256;
+
 /// Limits every connection is held to.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -135,6 +138,7 @@ impl Server {
         } = self;
         let limits = Arc::new(config.limits);
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
         let (stop_tx, stop_rx) = watch::channel(false);
         // Every connection task holds a clone; when all are dropped, every
         // connection has ended (mini-redis's shutdown pattern).
@@ -149,6 +153,7 @@ impl Server {
                 listener,
                 listener::Shared {
                     permits: permits.clone(),
+                    refusals: refusals.clone(),
                     log: log.clone(),
                     limits: limits.clone(),
                     log_format: config.log_format,
