@@ -7,6 +7,8 @@
 //! - [`server`]: the Tokio shell that runs the core over TCP and owns the
 //!   log file.
 //! - [`client`]: async and blocking Rust clients, and `msglog send`.
+//! - [`conform`]: `msglog conform`, conformance checks of third-party
+//!   clients and servers against the spec, rule by rule.
 //!
 //! The specification is `spec/protocol.md`; code that implements one of its
 //! requirements quotes it (`//= spec/protocol.md#section`).
@@ -14,5 +16,6 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod conform;
 pub mod proto;
 pub mod server;

@@ -28,6 +28,8 @@ enum Command {
     Read(ReadArgs),
     /// Send messages to a server: each MESSAGE, or else each line of standard input.
     Send(msglog::client::cli::SendArgs),
+    /// Check a client or a server against the spec, rule by rule.
+    Conform(msglog::conform::ConformArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -316,5 +318,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Read(args) => read(args),
         Command::Send(args) => msglog::client::cli::run_send(args),
+        Command::Conform(args) => msglog::conform::run_conform(args),
     }
 }

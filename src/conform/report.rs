@@ -1,0 +1,383 @@
+//! The conformance report: for each rule pass / FAIL / not exercised, with
+//! the failures' connection, frame, bytes and spec section; text for people,
+//! JSON for machines.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::rules::Rule;
+
+/// Failures kept per rule; the rest are only counted, so that a badly
+/// broken implementation gives a readable report.
+const MAX_FAILURES_SHOWN: usize = 10;
+/// Offending bytes shown per failure.
+const MAX_BYTES_SHOWN: usize = 48;
+
+/// Outcome of one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pass,
+    Fail,
+    NotExercised,
+}
+
+/// One observed breach of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// Connection number, 1-based in the order connections were made; none
+    /// for a finding about the log as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<usize>,
+    /// For `conform server`: the vector or probe that made the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// Frame number on that connection, 1-based, when one frame is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame: Option<usize>,
+    /// The offending bytes, hexadecimal, space separated (shortened).
+    pub bytes: String,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// The outcome of one rule over the whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleResult {
+    pub rule: &'static str,
+    /// `spec/protocol.md#section`.
+    pub spec: String,
+    pub requirement: &'static str,
+    pub status: Status,
+    /// How many times the rule was checked.
+    pub checks: usize,
+    /// How many checks failed (more than `failures` lists, when many did).
+    pub failed: usize,
+    pub failures: Vec<Failure>,
+    /// Why a rule was not exercised, when that needs saying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A fault scenario of `conform client`: what the checking server did, what
+/// the client did in response, and which rule that meets or breaks.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: String,
+    pub observations: Vec<String>,
+}
+
+/// Counts for the last line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub pass: usize,
+    pub fail: usize,
+    pub not_exercised: usize,
+}
+
+/// A whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `client` or `server`.
+    pub mode: &'static str,
+    /// The command judged, or the address of the server judged.
+    pub target: String,
+    pub rules: Vec<RuleResult>,
+    /// What else was seen, one line each (connections, command status).
+    pub notes: Vec<String>,
+    pub scenarios: Vec<ScenarioResult>,
+    pub summary: Summary,
+}
+
+impl Report {
+    /// True when no rule failed: the exit status is 0 then.
+    pub fn passed(&self) -> bool {
+        self.summary.fail == 0
+    }
+
+    /// The result of one rule, by name.
+    pub fn rule(&self, name: &str) -> Option<&RuleResult> {
+        self.rules.iter().find(|r| r.rule == name)
+    }
+
+    /// Names of the rules that failed.
+    pub fn failed_rules(&self) -> Vec<&'static str> {
+        self.rules
+            .iter()
+            .filter(|r| r.status == Status::Fail)
+            .map(|r| r.rule)
+            .collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The readable report; its last line has the counts.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "msglog conform {}: {}", self.mode, self.target);
+        out.push('\n');
+        let width = self.rules.iter().map(|r| r.rule.len()).max().unwrap_or(0);
+        for r in &self.rules {
+            let status = match r.status {
+                Status::Pass => format!("pass ({})", checks(r.checks)),
+                Status::Fail => format!("FAIL ({} of {})", r.failed, checks(r.checks)),
+                Status::NotExercised => "not exercised".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:<24}  {}",
+                r.rule,
+                status,
+                r.spec,
+                width = width
+            );
+            for f in &r.failures {
+                let mut place = match (f.connection, &f.probe) {
+                    (Some(c), Some(p)) => format!("connection {c} ({p})"),
+                    (Some(c), None) => format!("connection {c}"),
+                    (None, Some(p)) => p.clone(),
+                    (None, None) => String::new(),
+                };
+                if let Some(n) = f.frame {
+                    let _ = write!(place, ", frame {n}");
+                }
+                let _ = writeln!(out, "      {place}: {}", f.detail);
+                if !f.bytes.is_empty() {
+                    let _ = writeln!(out, "        bytes: {}", f.bytes);
+                }
+            }
+            if r.failed > r.failures.len() {
+                let _ = writeln!(out, "      ... and {} more", r.failed - r.failures.len());
+            }
+            if let (Status::NotExercised, Some(note)) = (r.status, &r.note) {
+                let _ = writeln!(out, "      ({note})");
+            }
+        }
+        for s in &self.scenarios {
+            let _ = writeln!(out, "\nscenario {}:", s.scenario);
+            for o in &s.observations {
+                let _ = writeln!(out, "  - {o}");
+            }
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for n in &self.notes {
+                let _ = writeln!(out, "{n}");
+            }
+        }
+        let s = self.summary;
+        let _ = writeln!(
+            out,
+            "\n{} rules: {} pass, {} FAIL, {} not exercised",
+            self.rules.len(),
+            s.pass,
+            s.fail,
+            s.not_exercised
+        );
+        out
+    }
+}
+
+fn checks(n: usize) -> String {
+    if n == 1 {
+        "1 check".into()
+    } else {
+        format!("{n} checks")
+    }
+}
+
+/// Collects checks and failures per rule while a run goes on.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    rule: Rule,
+    checks: usize,
+    failed: usize,
+    failures: Vec<Failure>,
+    note: Option<String>,
+}
+
+impl Entry {
+    fn new(rule: Rule) -> Self {
+        Entry {
+            rule,
+            checks: 0,
+            failed: 0,
+            failures: Vec::new(),
+            note: None,
+        }
+    }
+}
+
+impl Tally {
+    /// A tally over `rules`, in the order they will be reported.
+    pub fn new(rules: &[Rule]) -> Self {
+        Tally {
+            entries: rules.iter().map(|r| Entry::new(*r)).collect(),
+        }
+    }
+
+    fn entry(&mut self, rule: Rule) -> &mut Entry {
+        let i = match self.entries.iter().position(|e| e.rule.name == rule.name) {
+            Some(i) => i,
+            None => {
+                self.entries.push(Entry::new(rule));
+                self.entries.len() - 1
+            }
+        };
+        &mut self.entries[i]
+    }
+
+    /// One check of `rule` that held.
+    pub fn pass(&mut self, rule: Rule) {
+        self.entry(rule).checks += 1;
+    }
+
+    /// `n` checks of `rule` that held.
+    pub fn pass_n(&mut self, rule: Rule, n: usize) {
+        self.entry(rule).checks += n;
+    }
+
+    /// One check of `rule` that failed.
+    pub fn fail(&mut self, rule: Rule, failure: Failure) {
+        let e = self.entry(rule);
+        e.checks += 1;
+        e.failed += 1;
+        if e.failures.len() < MAX_FAILURES_SHOWN {
+            e.failures.push(failure);
+        }
+    }
+
+    /// Says why `rule` may be left unexercised.
+    pub fn note(&mut self, rule: Rule, note: impl Into<String>) {
+        self.entry(rule).note = Some(note.into());
+    }
+
+    /// The finished report.
+    pub fn into_report(
+        self,
+        mode: &'static str,
+        target: String,
+        notes: Vec<String>,
+        scenarios: Vec<ScenarioResult>,
+    ) -> Report {
+        let mut summary = Summary::default();
+        let rules = self
+            .entries
+            .into_iter()
+            .map(|e| {
+                let Entry {
+                    rule,
+                    checks,
+                    failed,
+                    failures,
+                    note,
+                } = e;
+                let status = if failed > 0 {
+                    summary.fail += 1;
+                    Status::Fail
+                } else if checks > 0 {
+                    summary.pass += 1;
+                    Status::Pass
+                } else {
+                    summary.not_exercised += 1;
+                    Status::NotExercised
+                };
+                RuleResult {
+                    rule: rule.name,
+                    spec: rule.citation(),
+                    requirement: rule.requirement,
+                    status,
+                    checks,
+                    failed,
+                    failures,
+                    note,
+                }
+            })
+            .collect();
+        Report {
+            mode,
+            target,
+            rules,
+            notes,
+            scenarios,
+            summary,
+        }
+    }
+}
+
+/// Bytes as space-separated lower-case hex, shortened after
+/// `MAX_BYTES_SHOWN` bytes with the total length.
+pub fn hex(bytes: &[u8]) -> String {
+    let shown = &bytes[..bytes.len().min(MAX_BYTES_SHOWN)];
+    let mut out = String::with_capacity(shown.len() * 3 + 24);
+    for (i, b) in shown.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let _ = write!(out, "{b:02x}");
+    }
+    if bytes.len() > shown.len() {
+        let _ = write!(out, " ... ({} bytes)", bytes.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rules::{CLIENT_RULES, LENGTH_NOT_BYTES, SENT_AFTER_REJECT};
+    use super::*;
+
+    #[test]
+    fn status_follows_checks_and_failures() {
+        let mut t = Tally::new(&CLIENT_RULES);
+        t.pass(SENT_AFTER_REJECT);
+        t.fail(
+            LENGTH_NOT_BYTES,
+            Failure {
+                connection: Some(1),
+                probe: None,
+                frame: Some(3),
+                bytes: hex(&[3, 1, 0, 0xc3]),
+                detail: "length counts characters".into(),
+            },
+        );
+        let r = t.into_report("client", "x".into(), vec![], vec![]);
+        assert_eq!(r.rule("SentAfterReject").unwrap().status, Status::Pass);
+        assert_eq!(r.rule("LengthNotBytes").unwrap().status, Status::Fail);
+        assert_eq!(r.rule("OutOfOrder").unwrap().status, Status::NotExercised);
+        assert_eq!(
+            r.summary,
+            Summary {
+                pass: 1,
+                fail: 1,
+                not_exercised: 4
+            }
+        );
+        assert!(!r.passed());
+        let text = r.to_text();
+        assert!(text.contains("connection 1, frame 3: length counts characters"));
+        assert!(text.contains("bytes: 03 01 00 c3"));
+        assert!(text
+            .trim_end()
+            .ends_with("6 rules: 1 pass, 1 FAIL, 4 not exercised"));
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["rules"][2]["status"], "fail");
+        assert_eq!(json["rules"][2]["failures"][0]["frame"], 3);
+    }
+
+    #[test]
+    fn hex_is_shortened() {
+        assert_eq!(hex(&[0, 0xff]), "00 ff");
+        let long = hex(&[7; 100]);
+        assert!(long.ends_with("... (100 bytes)"));
+    }
+}
