@@ -259,6 +259,39 @@ fn sending_after_0xff_fails_sent_after_reject_only() {
 }
 
 #[test]
+fn close_with_a_length_fails_close_not_one_byte_only() {
+    let (status, report) = conform_client(&[], "client_close_with_length.py", &[]);
+    assert_eq!(status, 1);
+    assert_eq!(failed(&report), ["CloseNotOneByte"], "{report:#}");
+    let f = first_failure(&report, "CloseNotOneByte");
+    assert_eq!(f["frame"], 4);
+    assert_eq!(f["bytes"], "04 03 00 62 79 65");
+}
+
+/// Frames a pipelining client sent before the 0xFF reached it were in
+/// flight: they are not traffic after the 0xFF.
+#[test]
+fn pipelined_frames_in_flight_are_not_sent_after_reject() {
+    let (status, report) = conform_client(
+        &["--scenario", "reject-message=2"],
+        "client_pipelining.py",
+        &[],
+    );
+    assert_eq!(status, 0, "{report:#}");
+    assert_eq!(
+        rule(&report, "SentAfterReject")["status"],
+        "pass",
+        "{report:#}"
+    );
+    let connection = report["notes"][1].as_str().unwrap();
+    assert!(
+        connection.contains("replies [00 00 00 ff]")
+            && connection.contains("the server rejected frame 4 (scenario reject-message)"),
+        "{connection}"
+    );
+}
+
+#[test]
 fn a_message_lost_to_a_dropped_connection_is_reported() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("clients/python")

@@ -228,6 +228,12 @@ async fn accept_loop(
             _ = stop.changed() => break,
         }
     }
+    // A connection the command made just before it exited may still wait
+    // in the backlog.
+    while let Ok(Ok((stream, _))) = tokio::time::timeout(BACKLOG_DRAIN, listener.accept()).await {
+        next_id += 1;
+        tasks.spawn(Connection::new(next_id, stream, shared.clone()).run(end_rx.clone()));
+    }
     drop(listener);
     let ended = async {
         let mut records = Vec::new();
@@ -250,12 +256,17 @@ async fn accept_loop(
     records
 }
 
+/// How long to look for connections still in the backlog after the command exited.
+const BACKLOG_DRAIN: Duration = Duration::from_millis(20);
+
 /// Time open connections get, after the command exited, to end by themselves.
 pub const GRACE: Duration = Duration::from_millis(1500);
 
 /// A reply (or a drop) waiting to be written.
 struct Pending {
     due: Instant,
+    /// A closing reply waits for the client to fall quiet, up to this.
+    latest: Instant,
     reply: Option<Reply>,
     end: Option<EndKind>,
 }
@@ -368,9 +379,8 @@ impl Connection {
             // Let frames already in flight arrive before the 0xFF, so that
             // they are not counted as sent after it.
             let quiet_since = self.last_read + QUIET;
-            let limit = head.due + QUIET_MAX;
-            if quiet_since > now && now < limit {
-                let due = quiet_since.min(limit);
+            if quiet_since > now && now < head.latest {
+                let due = quiet_since.min(head.latest);
                 if let Some(h) = self.queue.front_mut() {
                     h.due = due;
                 }
@@ -407,7 +417,12 @@ impl Connection {
             let number = self.frames;
             let (reply, end) = decide(&self.shared, self.id, number, &mut self.state, frame);
             let due = Instant::now() + self.shared.delay();
-            self.queue.push_back(Pending { due, reply, end });
+            self.queue.push_back(Pending {
+                due,
+                latest: due + QUIET_MAX,
+                reply,
+                end,
+            });
             start += len;
         }
         self.buf.drain(..start);

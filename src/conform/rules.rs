@@ -261,6 +261,33 @@ mod tests {
         }
     }
 
+    /// Every rule cites a section that exists and quotes a requirement of
+    /// it word for word, so that a report never cites something the spec
+    /// does not say.
+    #[test]
+    fn rules_quote_the_spec() {
+        let spec = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/protocol.md"),
+        )
+        .unwrap();
+        let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = flat(&spec);
+        for r in CLIENT_RULES.iter().chain(&SERVER_RULES) {
+            assert!(
+                spec.contains(&format!("{{#{}}}", r.section)),
+                "{}: no section {}",
+                r.name,
+                r.section
+            );
+            assert!(
+                text.contains(&flat(r.requirement)),
+                "{}: not in the spec: {}",
+                r.name,
+                r.requirement
+            );
+        }
+    }
+
     #[test]
     fn rule_names_are_unique_per_side() {
         for rules in [&CLIENT_RULES[..], &SERVER_RULES[..]] {
