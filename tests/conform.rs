@@ -170,6 +170,15 @@ fn well_behaved_client_passes_and_its_log_is_written() {
         scenario.contains("connection 1: the client waited for all 6 replies"),
         "{scenario}"
     );
+    let transcript = &report["connections"][0];
+    assert!(
+        transcript["sent"]
+            .as_str()
+            .unwrap()
+            .starts_with("01 0c 00 63 6f 6e 66 6f 72 6d"),
+        "{transcript}"
+    );
+    assert_eq!(transcript["replies"], "00 00 00 00 00 00");
     let written = std::fs::read(&log).unwrap();
     let records: Vec<_> = msglog::proto::records(&written)
         .collect::<Result<_, _>>()
@@ -429,6 +438,31 @@ fn msglog_serve_passes_conform_server() {
     assert!(rule(&report, "msg")["checks"].as_u64().unwrap() >= 2000);
     let summary = &report["summary"];
     assert_eq!(summary["fail"], 0);
+}
+
+/// The same with the JSON-lines log: its records are checked too.
+#[test]
+fn msglog_serve_with_a_json_lines_log_passes() {
+    let mut serve = msglog();
+    serve
+        .args(["serve", "0", "--bind", "127.0.0.1", "--log-format", "jsonl"])
+        .args(["--stats-interval", "0"])
+        .env("RUST_LOG", "warn");
+    let server = ServerProcess::start(serve);
+    let log = server.log.display().to_string();
+    let (status, report) = conform(&[
+        "server",
+        &server.addr(),
+        "--json",
+        "--log",
+        &log,
+        "--clients",
+        "20",
+    ]);
+    assert_eq!(status, 0, "{report:#}");
+    let jsonl = rule(&report, "log-format-jsonl");
+    assert_eq!(jsonl["status"], "pass", "{report:#}");
+    assert!(jsonl["checks"].as_u64().unwrap() > 1000, "{jsonl}");
 }
 
 /// A server with a lower payload limit (in process) passes the limit

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::checker::{CheckingServer, Recording, Scenario, ScenarioEvent};
 use super::judge::{judge, Verdict};
-use super::report::{hex, Report, ScenarioResult, Tally};
+use super::report::{hex, hex_up_to, ConnectionTranscript, Report, ScenarioResult, Tally};
 use super::rules::CLIENT_RULES;
 use super::ConformError;
 
@@ -159,8 +159,25 @@ pub fn judge_recording(
         .iter()
         .map(|s| describe_scenario(*s, recording, &verdicts, end, timeout))
         .collect();
-    tally.into_report("client", target, notes, scenario_results)
+    let mut report = tally.into_report("client", target, notes, scenario_results);
+    report.connections = recording
+        .connections
+        .iter()
+        .map(|c| {
+            let t = &c.transcript;
+            let replies: Vec<u8> = t.replies.iter().map(|r| r.byte).collect();
+            ConnectionTranscript {
+                connection: t.id,
+                sent: hex_up_to(&t.received, TRANSCRIPT_BYTES),
+                replies: hex_up_to(&replies, TRANSCRIPT_BYTES),
+            }
+        })
+        .collect();
+    report
 }
+
+/// Bytes of each connection's transcript shown in the JSON report.
+const TRANSCRIPT_BYTES: usize = 4096;
 
 fn describe_scenario(
     scenario: Scenario,

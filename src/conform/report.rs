@@ -87,7 +87,20 @@ pub struct Report {
     /// What else was seen, one line each (connections, command status).
     pub notes: Vec<String>,
     pub scenarios: Vec<ScenarioResult>,
+    /// `conform client`: the byte transcript of every connection (JSON only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<ConnectionTranscript>,
     pub summary: Summary,
+}
+
+/// What a client sent on one connection and what it got back.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionTranscript {
+    pub connection: usize,
+    /// Client bytes, hex (shortened after 4096 bytes).
+    pub sent: String,
+    /// Reply bytes, hex.
+    pub replies: String,
 }
 
 impl Report {
@@ -309,6 +322,7 @@ impl Tally {
             rules,
             notes,
             scenarios,
+            connections: Vec::new(),
             summary,
         }
     }
@@ -317,7 +331,12 @@ impl Tally {
 /// Bytes as space-separated lower-case hex, shortened after
 /// `MAX_BYTES_SHOWN` bytes with the total length.
 pub fn hex(bytes: &[u8]) -> String {
-    let shown = &bytes[..bytes.len().min(MAX_BYTES_SHOWN)];
+    hex_up_to(bytes, MAX_BYTES_SHOWN)
+}
+
+/// Bytes as hex, shortened after `max` bytes.
+pub fn hex_up_to(bytes: &[u8], max: usize) -> String {
+    let shown = &bytes[..bytes.len().min(max)];
     let mut out = String::with_capacity(shown.len() * 3 + 24);
     for (i, b) in shown.iter().enumerate() {
         if i > 0 {

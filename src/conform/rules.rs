@@ -123,6 +123,13 @@ pub const MSG_RECORDS: Rule = rule(
     "For each accepted MSG, the server MUST append exactly one record to the log.",
 );
 
+/// The record check of a JSON-lines log (reported only for such logs).
+pub const LOG_FORMAT_JSONL: Rule = rule(
+    "log-format-jsonl",
+    "log-format-jsonl",
+    "Each record MUST be one JSON object on one line, ended by LF, with the members `ts`, `peer`, `name` and `message`.",
+);
+
 /// How many entries at the start of `SERVER_RULES` are spec rule names.
 const VIOLATION_RULES: usize = 12;
 
@@ -272,7 +279,11 @@ mod tests {
         .unwrap();
         let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
         let text = flat(&spec);
-        for r in CLIENT_RULES.iter().chain(&SERVER_RULES) {
+        for r in CLIENT_RULES
+            .iter()
+            .chain(&SERVER_RULES)
+            .chain([&LOG_FORMAT_JSONL])
+        {
             assert!(
                 spec.contains(&format!("{{#{}}}", r.section)),
                 "{}: no section {}",

@@ -20,8 +20,8 @@ use crate::proto::{decode_record, json_records, records, LogFormat};
 
 use super::report::{hex, Failure, Report, Tally};
 use super::rules::{
-    section_rule, violation_rule, Rule, ACKNOWLEDGEMENT, FRAME, LIMITS, MSG_RECORDS, RECORD_FORMAT,
-    REPLIES, SERVER_RULES,
+    section_rule, violation_rule, Rule, ACKNOWLEDGEMENT, FRAME, LIMITS, LOG_FORMAT_JSONL,
+    MSG_RECORDS, RECORD_FORMAT, REPLIES, SERVER_RULES,
 };
 use super::vectors::{ClosedBy, Vector};
 use super::ConformError;
@@ -35,6 +35,11 @@ const BYTEWISE_UP_TO: usize = 1024;
 /// Pause between the writes of a split vector, so that the server reads
 /// each piece on its own.
 const SPLIT_PAUSE: Duration = Duration::from_millis(1);
+/// In one-byte-per-write runs, the first bytes of each frame are each
+/// written after a pause...
+const BYTEWISE_PAUSED_HEAD: usize = 6;
+/// ...and then every this many bytes.
+const BYTEWISE_PAUSE_EVERY: usize = 32;
 /// Messages of the pipelining probe.
 const PIPELINED: usize = 1000;
 
@@ -74,18 +79,24 @@ impl Mode {
     }
 }
 
-/// One connection's plan: writes with a pause between them.
+/// One connection's plan: writes, each after a pause.
 #[derive(Debug, Clone, Default)]
 struct Plan {
-    writes: Vec<Vec<u8>>,
-    pause: Duration,
+    writes: Vec<(Duration, Vec<u8>)>,
     /// End the client's stream after the writes.
     shutdown: bool,
 }
 
 impl Plan {
+    fn whole(bytes: Vec<u8>) -> Plan {
+        Plan {
+            writes: vec![(Duration::ZERO, bytes)],
+            shutdown: false,
+        }
+    }
+
     fn duration(&self) -> Duration {
-        self.pause * u32::try_from(self.writes.len()).unwrap_or(u32::MAX)
+        self.writes.iter().map(|(p, _)| *p).sum()
     }
 }
 
@@ -144,9 +155,9 @@ async fn exchange(addr: SocketAddr, plan: &Plan, wait: Duration) -> Observed {
     let (mut rd, mut wr) = stream.into_split();
     let mut replies = Vec::new();
     let writer = async {
-        for (i, w) in plan.writes.iter().enumerate() {
-            if i > 0 && !plan.pause.is_zero() {
-                sleep(plan.pause).await;
+        for (pause, w) in &plan.writes {
+            if !pause.is_zero() {
+                sleep(*pause).await;
             }
             // A server that closed early makes writes fail; what it sent
             // before is still read below.
@@ -193,32 +204,46 @@ fn frames_of(bytes: &[u8]) -> Vec<(usize, usize)> {
 }
 
 fn plan_for(v: &Vector, mode: Mode) -> Plan {
-    let writes = match mode {
-        Mode::Whole => vec![v.client.clone()],
-        Mode::Bytewise => v.client.iter().map(|b| vec![*b]).collect(),
-        Mode::HeaderSplit => frames_of(&v.client)
-            .into_iter()
-            .flat_map(|(at, len)| {
+    let mut writes: Vec<(Duration, Vec<u8>)> = Vec::new();
+    match mode {
+        Mode::Whole => writes.push((Duration::ZERO, v.client.clone())),
+        // Every byte is its own write (and, with TCP_NODELAY, its own
+        // segment). The server is made to wait for the next byte inside the
+        // header and the start of the payload, and every so often after:
+        // a pause before every byte would make a long NAME outlast a short
+        // handshake timeout.
+        Mode::Bytewise => {
+            for (at, len) in frames_of(&v.client) {
+                for i in 0..len {
+                    let pause = if i < BYTEWISE_PAUSED_HEAD || i % BYTEWISE_PAUSE_EVERY == 0 {
+                        SPLIT_PAUSE
+                    } else {
+                        Duration::ZERO
+                    };
+                    writes.push((pause, vec![v.client[at + i]]));
+                }
+            }
+        }
+        Mode::HeaderSplit => {
+            for (at, len) in frames_of(&v.client) {
                 let f = &v.client[at..at + len];
                 if len <= 1 || !(1..=3).contains(&f[0]) {
-                    vec![f.to_vec()]
+                    writes.push((SPLIT_PAUSE, f.to_vec()));
                 } else {
-                    let mut parts = vec![f[..1].to_vec(), f[1..len.min(HEADER_LEN)].to_vec()];
+                    writes.push((SPLIT_PAUSE, f[..1].to_vec()));
+                    writes.push((SPLIT_PAUSE, f[1..len.min(HEADER_LEN)].to_vec()));
                     if len > HEADER_LEN {
-                        parts.push(f[HEADER_LEN..].to_vec());
+                        writes.push((SPLIT_PAUSE, f[HEADER_LEN..].to_vec()));
                     }
-                    parts
                 }
-            })
-            .collect(),
-    };
+            }
+        }
+    }
+    if let Some(first) = writes.first_mut() {
+        first.0 = Duration::ZERO;
+    }
     Plan {
-        writes: writes.into_iter().filter(|w| !w.is_empty()).collect(),
-        pause: if mode == Mode::Whole {
-            Duration::ZERO
-        } else {
-            SPLIT_PAUSE
-        },
+        writes: writes.into_iter().filter(|(_, w)| !w.is_empty()).collect(),
         shutdown: v.closed_by == ClosedBy::Client,
     }
 }
@@ -502,11 +527,7 @@ pub async fn check_server(opts: &ServerCheck) -> Result<Report, ConformError> {
             bytes.extend(frame(Frame::Msg(m)));
         }
         bytes.push(4);
-        let plan = Plan {
-            writes: vec![bytes.clone()],
-            ..Plan::default()
-        };
-        let got = exchange(addr, &plan, opts.timeout).await;
+        let got = exchange(addr, &Plan::whole(bytes.clone()), opts.timeout).await;
         let want = vec![0u8; PIPELINED + 3];
         let run = Run {
             connection,
@@ -721,11 +742,7 @@ async fn timing_probes(addr: SocketAddr, t: Duration, wait: Duration) -> Vec<Tim
     let runs = cases
         .into_iter()
         .map(|(rule, probe, client, want)| async move {
-            let plan = Plan {
-                writes: vec![client.clone()],
-                ..Plan::default()
-            };
-            let got = exchange(addr, &plan, t + wait).await;
+            let got = exchange(addr, &Plan::whole(client.clone()), t + wait).await;
             (rule, probe, client, want, got)
         });
     futures_join_all(runs).await
@@ -884,12 +901,16 @@ fn check_log(
         return;
     };
     let format = LogFormat::detect(new).or_else(|| LogFormat::detect(&whole));
+    let format_rule = match format {
+        Some(LogFormat::Jsonl) => LOG_FORMAT_JSONL,
+        _ => RECORD_FORMAT,
+    };
     let mut seen: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut bad = 0;
     let mut record_error = |tally: &mut Tally, i: usize, e: String| {
         bad += 1;
         tally.fail(
-            RECORD_FORMAT,
+            format_rule,
             log_failure(format!("new record {}: {e}", i + 1), &[]),
         );
     };
@@ -911,7 +932,13 @@ fn check_log(
             }
         }
     }
-    tally.pass_n(RECORD_FORMAT, seen.len());
+    tally.pass_n(format_rule, seen.len());
+    if format_rule != RECORD_FORMAT {
+        tally.note(
+            RECORD_FORMAT,
+            "the log is in the JSON-lines format; see log-format-jsonl",
+        );
+    }
 
     // Multiset match: each required record once, optional ones if present.
     let mut pool: HashMap<(Vec<u8>, Vec<u8>), usize> = HashMap::new();
@@ -1014,8 +1041,9 @@ mod tests {
         let mut bytes = login(b"u");
         bytes.push(4);
         let plan = plan_for(&v(&bytes), Mode::HeaderSplit);
+        let writes: Vec<Vec<u8>> = plan.writes.into_iter().map(|(_, w)| w).collect();
         assert_eq!(
-            plan.writes,
+            writes,
             vec![
                 vec![1],
                 vec![1, 0],
