@@ -83,6 +83,80 @@ fn first_failure<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 // ---------------------------------------------------------------- clients
 
+/// msglog's own Rust client, as `msglog send` (it pipelines its messages).
+#[test]
+fn rust_client_passes() {
+    let bin = env!("CARGO_BIN_EXE_msglog");
+    let (status, report) = conform(&[
+        "client",
+        "--json",
+        "--timeout",
+        "20",
+        "--",
+        bin,
+        "send",
+        "--name",
+        "conform-rust",
+        "--password",
+        "A",
+        "Hello!",
+        "héllo wörld ✓ 日本 😀",
+        "third",
+    ]);
+    assert_eq!(status, 0, "{report:#}");
+    assert!(failed(&report).is_empty(), "{report:#}");
+    for exercised in [
+        "OutOfOrder",
+        "UnknownTag",
+        "LengthNotBytes",
+        "PayloadTooLong",
+        "CloseNotOneByte",
+    ] {
+        assert_eq!(rule(&report, exercised)["status"], "pass", "{report:#}");
+    }
+    assert_eq!(report["connections"][0]["replies"], "00 00 00 00 00 00");
+}
+
+/// With a message rejected in the middle of its pipeline, the Rust client
+/// sends nothing more on that connection and exits with its "message
+/// rejected" status.
+#[test]
+fn rust_client_stops_after_a_rejected_message() {
+    let bin = env!("CARGO_BIN_EXE_msglog");
+    let (status, report) = conform(&[
+        "client",
+        "--json",
+        "--timeout",
+        "20",
+        "--scenario",
+        "reject-message=2",
+        "--",
+        bin,
+        "send",
+        "--name",
+        "conform-rust",
+        "--password",
+        "A",
+        "one",
+        "two",
+        "three",
+        "four",
+    ]);
+    assert_eq!(status, 0, "{report:#}");
+    assert_eq!(
+        rule(&report, "SentAfterReject")["status"],
+        "pass",
+        "{report:#}"
+    );
+    assert!(
+        report["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 6"),
+        "{report:#}"
+    );
+}
+
 /// msglog's own Python client (clients/python/client.py), driven by a tiny
 /// script that sends text, non-ASCII text and binary, and reconnects.
 //= spec/protocol.md#client-requirements
@@ -150,9 +224,8 @@ fn python_client_stops_after_a_rejected_message() {
     );
 }
 
-/// A well-behaved client (stand-in for msglog's Rust client until it is
-/// on main): passes, also with delayed replies, and `--log` writes what it
-/// sent in the server's record format.
+/// A hand-written well-behaved client passes, also with delayed replies,
+/// and `--log` writes what it sent in the server's record format.
 #[test]
 fn well_behaved_client_passes_and_its_log_is_written() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::checker::{CheckingServer, Recording, Scenario, ScenarioEvent};
-use super::judge::{judge, Verdict};
+use super::judge::{judge, EndKind, Verdict};
 use super::report::{hex, hex_up_to, ConnectionTranscript, Report, ScenarioResult, Tally};
 use super::rules::CLIENT_RULES;
 use super::ConformError;
@@ -240,10 +240,22 @@ fn describe_scenario(
             obs.push(format!("every reply was sent {ms} ms late"));
             for c in &recording.connections {
                 let t = &c.transcript;
-                if c.unanswered_at_client_eof > 0 {
+                if t.server_end.map(|e| e.kind) == Some(EndKind::Dropped) {
+                    obs.push(format!(
+                        "connection {}: dropped by the server (close-mid-session) after {} replies",
+                        t.id,
+                        t.replies.len()
+                    ));
+                } else if c.unanswered_at_client_eof > 0 {
                     obs.push(format!(
                         "connection {}: the client ended its stream with {} of its frames unanswered: it did not wait for the replies (a MSG counts as logged only once its 0x00 arrived, spec/protocol.md#acknowledgement)",
                         t.id, c.unanswered_at_client_eof
+                    ));
+                } else if !t.client_eof && t.server_end.is_none() {
+                    obs.push(format!(
+                        "connection {}: still open when the run ended, after {} replies",
+                        t.id,
+                        t.replies.len()
                     ));
                 } else {
                     obs.push(format!(
