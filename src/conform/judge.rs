@@ -427,7 +427,7 @@ pub fn judge(t: &Transcript, tally: &mut Tally) -> Verdict {
     }
     if let Some(c) = closed_at {
         let extra = data.len() - (c + 1);
-        if extra > 0 && tally_close_ok(data, c) {
+        if extra > 0 && close_with_length(data, c).is_none() {
             summary.push_str(&format!("; {extra} bytes after CLOSE were not processed"));
         }
     }
@@ -451,11 +451,6 @@ fn confirm_length(pending: &mut Option<(usize, usize)>, tally: &mut Tally) {
         tally.pass(LENGTH_NOT_BYTES);
         tally.pass(PAYLOAD_TOO_LONG);
     }
-}
-
-/// `true` unless the bytes after the CLOSE at `c` are a length and payload.
-fn tally_close_ok(data: &[u8], c: usize) -> bool {
-    close_with_length(data, c).is_none()
 }
 
 /// The end of a CLOSE sent as `04`, a length and a payload, if it was.
