@@ -1,14 +1,14 @@
 //! Hostile and broken clients: stalls, slow drips, floods past the
 //! connection limit, clients that never read, idle clients.
 
-mod support;
+mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::tcp::*;
 use msglog::proto::Frame;
 use msglog::server::{Config, Limits, TestServer};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

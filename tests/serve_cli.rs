@@ -69,19 +69,7 @@ fn start(dir: &Path, port: u16, extra: &[&str]) -> Running {
 }
 
 fn session(port: u16, name: &str, message: &str) -> Vec<u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut bytes = Vec::new();
-    for (tag, payload) in [(1u8, name.as_bytes()), (2, b"A"), (3, message.as_bytes())] {
-        bytes.push(tag);
-        bytes.extend((payload.len() as u16).to_le_bytes());
-        bytes.extend(payload);
-    }
-    bytes.push(4);
-    s.write_all(&bytes).unwrap();
-    let mut replies = Vec::new();
-    s.read_to_end(&mut replies).unwrap();
-    replies
+    session_bytes(port, name.as_bytes(), message.as_bytes())
 }
 
 fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {

@@ -1,12 +1,12 @@
 //! Raw bytes over real TCP against the real server: the wire behaviour the
 //! spec requires, and a test for each defect of the reference server.
 
-mod support;
+mod common;
 
 use std::time::Duration;
 
+use common::tcp::*;
 use msglog::proto::{records, Frame, Record};
-use support::*;
 use tokio::io::AsyncWriteExt;
 
 const ACK: u8 = 0x00;

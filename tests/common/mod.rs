@@ -3,4 +3,5 @@
 // Each test crate uses only part of these helpers; the rest would warn.
 #![allow(dead_code)]
 
+pub mod tcp;
 pub mod vectors;

@@ -1,6 +1,4 @@
 //! Shared helpers for tests that speak raw bytes to a real server over TCP.
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
