@@ -10,12 +10,15 @@
 //! - [`conform`]: `msglog conform`, checking other clients and servers against the spec.
 //! - [`conform`]: `msglog conform`, conformance checks of third-party
 //!   clients and servers against the spec, rule by rule.
+//! - [`bench`]: `msglog bench`, a load generator that measures a running
+//!   server (throughput, latency, every acknowledgement checked).
 //!
 //! The specification is `spec/protocol.md`; code that implements one of its
 //! requirements quotes it (`//= spec/protocol.md#section`).
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod conform;
 pub mod proto;

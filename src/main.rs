@@ -30,6 +30,8 @@ enum Command {
     Send(msglog::client::cli::SendArgs),
     /// Check a client or a server against the spec, rule by rule.
     Conform(msglog::conform::ConformArgs),
+    /// Measure a running server: throughput, latency, every reply checked.
+    Bench(msglog::bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -319,5 +321,6 @@ fn main() -> ExitCode {
         Command::Read(args) => read(args),
         Command::Send(args) => msglog::client::cli::run_send(args),
         Command::Conform(args) => msglog::conform::run_conform(args),
+        Command::Bench(args) => msglog::bench::run_bench(args),
     }
 }

@@ -1,32 +1,51 @@
-//! The one owner of the log file. Connections hand it whole batches of
-//! encoded records; a dedicated thread gathers every batch that is waiting
-//! into one `write(2)` (group commit), optionally syncs, and then completes
-//! each batch. A failed or short write is cut back off the file, so the log
-//! never keeps a partial record.
+//! The one owner of the log file, with group commit.
+//!
+//! A connection stages its batch of encoded records. If no write is in
+//! progress, that connection leads: it writes everything staged with one
+//! `write(2)` right away, on its own thread, and finds its records written
+//! when `stage` returns (no hand-off to another thread, no wake-up). Batches
+//! staged while a write is in progress wait and go out together in the next
+//! single write, which the current leader makes before it lets go; each
+//! waiting connection is woken once the write holding its records returned.
+//! With `fsync`, a dedicated keeper thread is the only leader, so that the
+//! slow `fdatasync` never blocks a connection's thread. The keeper also
+//! reopens the log (SIGHUP) and makes the final sync when the last handle is
+//! dropped. A failed or short write is cut back off the file, so the log never
+//! keeps a partial record.
+//!
+//! Nothing here allocates per batch: the staging buffers and waker lists are
+//! swapped back and forth and reused.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::mem;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::proto::LogFormat;
 
-/// Most batches gathered into one write; also the kernel's iovec limit.
-const MAX_BATCHES_PER_WRITE: usize = 1024;
 /// A record is at most this long in either format: every byte of a
 /// 65,535-byte name and message escaped to at most six bytes (`\u0000` in
 /// JSON; five in text), plus the fixed parts.
 pub const MAX_RECORD_LEN: u64 = 2 * 6 * 65_535 + 256;
+/// A leader writes at most this many groups in a row before handing over, so
+/// that its own connection is not kept waiting by everyone else's records.
+const MAX_ROUNDS: usize = 4;
+/// A stage waits for other connections to stage too (instead of writing at
+/// once) while groups have averaged more than 1.25 stages (in sixteenths).
+const GATHER_ABOVE: u32 = 20;
+/// Staging buffers larger than this are freed after use instead of kept.
+const KEEP_BUFFER: usize = 1 << 20;
 
 /// Why an append was not done. Nothing of the batch is in the file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     #[error("writing to the log failed: {0}")]
     Io(Arc<io::Error>),
-    #[error("the log writer has stopped")]
-    WriterStopped,
 }
 
 /// Options of the log file.
@@ -56,84 +75,436 @@ pub enum OpenError {
     NotALog { path: PathBuf, tail: u64 },
 }
 
-/// The outcome of one append: the emptied buffer back for reuse, or the
-/// buffer with the reason nothing of it was written.
-pub type AppendResult = Result<Vec<u8>, (Vec<u8>, AppendError)>;
-type Pending = (Vec<u8>, oneshot::Sender<AppendResult>);
+type ReopenResult = Result<(), Arc<io::Error>>;
 
-enum Request {
-    Append {
-        records: Vec<u8>,
-        done: oneshot::Sender<AppendResult>,
-    },
-    Reopen {
-        done: oneshot::Sender<Result<(), Arc<io::Error>>>,
-    },
+/// A handle to the log; cheap to clone. The keeper thread ends (after a final
+/// sync) when every handle is dropped.
+pub struct LogWriter {
+    core: Arc<Core>,
 }
 
-/// A handle to the writer thread; cheap to clone. The thread ends (after a
-/// final sync) when every handle is dropped.
-#[derive(Clone)]
-pub struct LogWriter {
-    tx: mpsc::UnboundedSender<Request>,
+struct Core {
+    inner: Mutex<Inner>,
+    /// Wakes the keeper: records to write (with fsync), a reopen, the end.
+    keeper: Condvar,
+    /// Only the current leader uses the file, so this lock is never waited
+    /// for; it lets the leader write without holding `inner`.
+    file: Mutex<FileState>,
+    /// Live `LogWriter`s (a `LogReopener` does not count).
+    handles: AtomicUsize,
+    options: LogOptions,
+}
+
+struct Inner {
+    /// Records of the next group, generation `staged_gen`.
+    staged: Vec<u8>,
+    /// Stage calls whose records are in `staged`.
+    staged_count: usize,
+    staged_gen: u64,
+    /// Every generation up to this one has been written, or has failed.
+    done_gen: u64,
+    /// A leader is writing (or reopening): nobody else may.
+    writing: bool,
+    /// A connection has claimed the next write and lets the other ready
+    /// connections stage first; it leads when its task is polled again.
+    lead_claimed: bool,
+    /// Recent stages per group, in sixteenths (a moving average): above one,
+    /// connections are staging concurrently and a leader waits for the others.
+    group_size: u32,
+    /// Tasks waiting for generation `staged_gen`, and for the one being written.
+    staged_waiters: Vec<Waker>,
+    writing_waiters: Vec<Waker>,
+    /// An emptied staging buffer, kept for the next swap.
+    spare: Vec<u8>,
+    /// Failed generations some of whose stagers have not looked yet.
+    failures: Vec<Failure>,
+    reopens: Vec<oneshot::Sender<ReopenResult>>,
+    keeper_idle: bool,
+    /// Every `LogWriter` is gone.
+    closed: bool,
+}
+
+struct Failure {
+    gen: u64,
+    error: AppendError,
+    unseen: usize,
+}
+
+struct FileState {
+    file: Box<dyn LogFile>,
+    /// File length after the last successful write: where to cut back to.
+    len: u64,
+    /// True while appends fail, so an episode is reported once.
+    failing: bool,
+}
+
+impl Clone for LogWriter {
+    fn clone(&self) -> Self {
+        self.core.handles.fetch_add(1, Ordering::Relaxed);
+        LogWriter {
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if self.core.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut inner = self.core.lock();
+            inner.closed = true;
+            drop(inner);
+            self.core.keeper.notify_one();
+        }
+    }
 }
 
 impl LogWriter {
-    /// Opens the log (recovering a torn tail) and starts the writer thread.
+    /// Opens the log (recovering a torn tail) and starts the keeper thread.
     pub fn open(
         options: LogOptions,
     ) -> Result<(LogWriter, Option<Recovery>, std::thread::JoinHandle<()>), OpenError> {
         let (file, recovery) = open_log(&options.path, options.format)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let thread = std::thread::Builder::new()
-            .name("msglog-log-writer".into())
-            .spawn(move || run(file, options, rx))
-            .map_err(|source| OpenError::NotWritable {
-                path: PathBuf::new(),
-                source,
-            })?;
-        Ok((LogWriter { tx }, recovery, thread))
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let path = options.path.clone();
+        let (log, keeper) = Self::with_file(Box::new(file), len, options)
+            .map_err(|source| OpenError::NotWritable { path, source })?;
+        Ok((log, recovery, keeper))
     }
 
-    /// Appends encoded records (whole records only) and returns the emptied
-    /// buffer for reuse once they are written; on failure nothing of them is
-    /// in the file.
-    pub async fn append(&self, records: Vec<u8>) -> AppendResult {
-        let (done, result) = oneshot::channel();
-        if let Err(mpsc::error::SendError(Request::Append { records, .. })) =
-            self.tx.send(Request::Append { records, done })
-        {
-            return Err((records, AppendError::WriterStopped));
+    /// A writer in front of any `LogFile` of length `len` (tests use a fake).
+    fn with_file(
+        file: Box<dyn LogFile>,
+        len: u64,
+        options: LogOptions,
+    ) -> io::Result<(LogWriter, std::thread::JoinHandle<()>)> {
+        let core = Arc::new(Core {
+            inner: Mutex::new(Inner {
+                staged: Vec::new(),
+                staged_count: 0,
+                staged_gen: 1,
+                done_gen: 0,
+                writing: false,
+                lead_claimed: false,
+                group_size: 16,
+                staged_waiters: Vec::new(),
+                writing_waiters: Vec::new(),
+                spare: Vec::new(),
+                failures: Vec::new(),
+                reopens: Vec::new(),
+                keeper_idle: false,
+                closed: false,
+            }),
+            keeper: Condvar::new(),
+            file: Mutex::new(FileState {
+                file,
+                len,
+                failing: false,
+            }),
+            handles: AtomicUsize::new(1),
+            options,
+        });
+        let keeper = core.clone();
+        let thread = std::thread::Builder::new()
+            .name("msglog-log-keeper".into())
+            .spawn(move || keep(keeper))?;
+        Ok((LogWriter { core }, thread))
+    }
+
+    /// Stages encoded records (whole records only). When no write is in
+    /// progress this call writes them itself before it returns; otherwise
+    /// they go out with the next group. Pass the result to `outcome`.
+    pub fn stage(&self, records: &[u8]) -> Staged {
+        let mut inner = self.core.lock();
+        inner.staged.extend_from_slice(records);
+        inner.staged_count += 1;
+        let gen = inner.staged_gen;
+        if !self.core.options.fsync && !inner.writing && !inner.lead_claimed {
+            if inner.group_size <= GATHER_ABOVE {
+                // Alone lately: write at once, the fastest for one client.
+                return Staged(StagedState::Written(self.core.lead(inner, gen)));
+            }
+            inner.lead_claimed = true;
+            return Staged(StagedState::Lead(gen));
         }
-        result
-            .await
-            .unwrap_or_else(|_| Err((Vec::new(), AppendError::WriterStopped)))
+        let wake_keeper = self.core.options.fsync && inner.keeper_idle;
+        drop(inner);
+        if wake_keeper {
+            self.core.keeper.notify_one();
+        }
+        Staged(StagedState::Waiting(gen))
+    }
+
+    /// Waits until staged records are written: once this is `Ok` they are in
+    /// the file; on failure nothing of them is.
+    pub async fn outcome(&self, staged: Staged) -> Result<(), AppendError> {
+        match staged.0 {
+            StagedState::Written(result) => result,
+            StagedState::Lead(gen) => {
+                let claim = Claim(Some(&self.core));
+                // Let every other connection that is ready on this thread run
+                // and stage first, so that one write carries all their records.
+                tokio::task::yield_now().await;
+                claim.lead(gen).await
+            }
+            StagedState::Waiting(gen) => {
+                std::future::poll_fn(|cx| self.core.poll_done(cx, gen)).await
+            }
+        }
+    }
+
+    /// Appends encoded records and waits until they are written.
+    pub async fn append(&self, records: &[u8]) -> Result<(), AppendError> {
+        let staged = self.stage(records);
+        self.outcome(staged).await
     }
 
     /// A handle that can reopen the log but does not keep the writer alive.
     pub fn reopener(&self) -> LogReopener {
         LogReopener {
-            tx: self.tx.downgrade(),
+            core: self.core.clone(),
         }
+    }
+}
+
+/// Records handed to the log, written already or waiting for their group.
+#[must_use = "the records are acknowledged only once `outcome` is Ok"]
+pub struct Staged(StagedState);
+
+enum StagedState {
+    Written(Result<(), AppendError>),
+    /// This stage claimed the next write.
+    Lead(u64),
+    Waiting(u64),
+}
+
+/// A claim on the next write; given up on drop if not used, so that a
+/// dropped future cannot leave the log waiting for it.
+struct Claim<'a>(Option<&'a Core>);
+
+impl Claim<'_> {
+    async fn lead(mut self, gen: u64) -> Result<(), AppendError> {
+        let core = self.0.take().expect("claim used once");
+        {
+            let mut inner = core.lock();
+            inner.lead_claimed = false;
+            if inner.done_gen < gen && !inner.writing {
+                return core.lead(inner, gen);
+            }
+        }
+        // The keeper took over meanwhile (a reopen): wait like everyone else.
+        std::future::poll_fn(|cx| core.poll_done(cx, gen)).await
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(core) = self.0.take() {
+            let mut inner = core.lock();
+            inner.lead_claimed = false;
+            core.release_if_idle(inner);
+        }
+    }
+}
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere cannot leave `Inner` half-updated in a way that
+        // matters more than stopping would: carry on.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poll_done(&self, cx: &mut Context<'_>, gen: u64) -> Poll<Result<(), AppendError>> {
+        let mut inner = self.lock();
+        if inner.done_gen >= gen {
+            return Poll::Ready(inner.outcome(gen));
+        }
+        if !self.options.fsync && !inner.writing && !inner.lead_claimed {
+            // The last leader let go with this group still staged: lead it.
+            debug_assert_eq!(gen, inner.staged_gen);
+            return Poll::Ready(self.lead(inner, gen));
+        }
+        let waker = cx.waker();
+        let list = if gen == inner.staged_gen {
+            &mut inner.staged_waiters
+        } else {
+            &mut inner.writing_waiters
+        };
+        if !list.iter().any(|w| w.will_wake(waker)) {
+            list.push(waker.clone());
+        }
+        Poll::Pending
+    }
+
+    /// Writes group after group (at most MAX_ROUNDS) and returns the outcome
+    /// of `gen`, the first of them.
+    fn lead<'a>(&'a self, mut inner: MutexGuard<'a, Inner>, gen: u64) -> Result<(), AppendError> {
+        inner.writing = true;
+        for _ in 0..MAX_ROUNDS {
+            inner = self.round(inner);
+            if inner.staged.is_empty() {
+                break;
+            }
+        }
+        let result = inner.outcome(gen);
+        self.release(inner);
+        result
+    }
+
+    /// Writes the staged group with one write (and a sync with fsync), then
+    /// wakes everyone waiting for it. Called by the leader, `writing` set.
+    fn round<'a>(&'a self, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        let gen = inner.staged_gen;
+        inner.staged_gen += 1;
+        let count = mem::take(&mut inner.staged_count);
+        let seen = u32::try_from(count.min(64)).unwrap_or(64);
+        inner.group_size = inner.group_size - inner.group_size / 8 + seen * 2;
+        let spare = mem::take(&mut inner.spare);
+        let mut records = mem::replace(&mut inner.staged, spare);
+        let waiters = mem::take(&mut inner.staged_waiters);
+        let old = mem::replace(&mut inner.writing_waiters, waiters);
+        inner.staged_waiters = old;
+        drop(inner);
+
+        let result = self
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(&records, &self.options);
+
+        records.clear();
+        if records.capacity() > KEEP_BUFFER {
+            records = Vec::new();
+        }
+        let mut inner = self.lock();
+        inner.spare = records;
+        inner.done_gen = gen;
+        if let Err(error) = result {
+            inner.failures.push(Failure {
+                gen,
+                error,
+                unseen: count,
+            });
+        }
+        let mut woken = mem::take(&mut inner.writing_waiters);
+        drop(inner);
+        for waker in woken.drain(..) {
+            waker.wake();
+        }
+        let mut inner = self.lock();
+        if inner.writing_waiters.capacity() == 0 {
+            inner.writing_waiters = woken;
+        }
+        inner
+    }
+
+    /// Ends a leadership. If records were staged meanwhile, their waiters are
+    /// woken so that one of them leads (the keeper does it itself with fsync).
+    fn release(&self, mut inner: MutexGuard<'_, Inner>) {
+        inner.writing = false;
+        self.release_if_idle(inner);
+    }
+
+    fn release_if_idle(&self, mut inner: MutexGuard<'_, Inner>) {
+        if inner.writing || inner.lead_claimed {
+            return;
+        }
+        let handover = if !self.options.fsync && !inner.staged.is_empty() {
+            mem::take(&mut inner.staged_waiters)
+        } else {
+            Vec::new()
+        };
+        let keeper_wanted = !inner.reopens.is_empty() || inner.closed;
+        drop(inner);
+        if keeper_wanted {
+            self.keeper.notify_one();
+        }
+        for waker in handover {
+            waker.wake();
+        }
+    }
+}
+
+impl Inner {
+    /// The outcome of generation `gen`, which is done; each stager asks once.
+    fn outcome(&mut self, gen: u64) -> Result<(), AppendError> {
+        let Some(i) = self.failures.iter().position(|f| f.gen == gen) else {
+            return Ok(());
+        };
+        let failure = &mut self.failures[i];
+        let error = failure.error.clone();
+        failure.unseen -= 1;
+        if failure.unseen == 0 {
+            self.failures.swap_remove(i);
+        }
+        Err(error)
     }
 }
 
 /// Reopens the log on request (SIGHUP); does not keep the writer running.
 #[derive(Clone)]
 pub struct LogReopener {
-    tx: mpsc::WeakUnboundedSender<Request>,
+    core: Arc<Core>,
 }
 
 impl LogReopener {
     /// Reopens the log path (after the file was moved away, logrotate style).
-    /// Appends queued before this call go to the old file, later ones to the new.
+    /// Appends staged before this call go to the old file, later ones to the new.
     pub async fn reopen(&self) -> Result<(), Arc<io::Error>> {
         let stopped = || Arc::new(io::Error::other("the log writer has stopped"));
-        let tx = self.tx.upgrade().ok_or_else(stopped)?;
         let (done, result) = oneshot::channel();
-        tx.send(Request::Reopen { done }).map_err(|_| stopped())?;
-        drop(tx);
+        {
+            let mut inner = self.core.lock();
+            if inner.closed {
+                return Err(stopped());
+            }
+            inner.reopens.push(done);
+        }
+        self.core.keeper.notify_one();
         result.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// The keeper thread: writes with fsync, reopens, and syncs at the end.
+fn keep(core: Arc<Core>) {
+    let mut inner = core.lock();
+    loop {
+        if inner.writing || inner.lead_claimed {
+            // A connection is leading; it notifies when it lets go.
+        } else if !inner.reopens.is_empty() {
+            inner.writing = true;
+            // Everything staged before the reopen belongs to the old file.
+            while !inner.staged.is_empty() {
+                inner = core.round(inner);
+            }
+            let reopens = mem::take(&mut inner.reopens);
+            drop(inner);
+            let result = core
+                .file
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reopen(&core.options);
+            for done in reopens {
+                let _ = done.send(result.clone());
+            }
+            core.release(core.lock());
+            inner = core.lock();
+            continue;
+        } else if core.options.fsync && !inner.staged.is_empty() {
+            inner.writing = true;
+            inner = core.round(inner);
+            inner.writing = false;
+            continue;
+        } else if inner.closed && inner.staged.is_empty() {
+            break;
+        }
+        inner.keeper_idle = true;
+        inner = core.keeper.wait(inner).unwrap_or_else(|p| p.into_inner());
+        inner.keeper_idle = false;
+    }
+    drop(inner);
+    let mut file = core.file.lock().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = file.file.sync_data() {
+        tracing::error!(error = %e, "final sync of the log failed");
     }
 }
 
@@ -216,62 +587,13 @@ impl LogFile for File {
     }
 }
 
-struct Writer {
-    file: Box<dyn LogFile>,
-    /// File length after the last successful write: where to cut back to.
-    len: u64,
-    options: LogOptions,
-    /// True while appends fail, so an episode is reported once.
-    failing: bool,
-}
-
-fn run(file: File, options: LogOptions, rx: mpsc::UnboundedReceiver<Request>) {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    run_with(Box::new(file), len, options, rx);
-}
-
-fn run_with(
-    file: Box<dyn LogFile>,
-    len: u64,
-    options: LogOptions,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-) {
-    let mut writer = Writer {
-        file,
-        len,
-        options,
-        failing: false,
-    };
-    let mut batch: Vec<Pending> = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            match request {
-                Request::Append { records, done } => batch.push((records, done)),
-                Request::Reopen { done } => {
-                    // Everything queued before the reopen belongs to the old file.
-                    writer.commit(&mut batch);
-                    let _ = done.send(writer.reopen());
-                }
-            }
-            if batch.len() < MAX_BATCHES_PER_WRITE {
-                next = rx.try_recv().ok();
-            }
-        }
-        writer.commit(&mut batch);
-    }
-    if let Err(e) = writer.file.sync_data() {
-        tracing::error!(error = %e, "final sync of the log failed");
-    }
-}
-
-impl Writer {
-    fn commit(&mut self, batch: &mut Vec<Pending>) {
-        if batch.is_empty() {
-            return;
-        }
-        let result = self.write_batch(batch).and_then(|()| {
-            if self.options.fsync {
+impl FileState {
+    /// Writes one group of whole records; with `fsync`, syncs before
+    /// returning. On failure, cuts the file back to where the group began.
+    fn commit(&mut self, records: &[u8], options: &LogOptions) -> Result<(), AppendError> {
+        let (fsync, path) = (options.fsync, &options.path);
+        let result = self.write_group(records).and_then(|()| {
+            if fsync {
                 //= spec/protocol.md#durability
                 //# With fsync enabled, the server MUST flush the record to stable
                 //# storage before acknowledging it.
@@ -282,19 +604,17 @@ impl Writer {
         });
         match result {
             Ok(()) => {
+                self.len += records.len() as u64;
                 if self.failing {
                     self.failing = false;
-                    tracing::warn!(path = %self.options.path.display(), "appending to the log works again");
+                    tracing::warn!(path = %path.display(), "appending to the log works again");
                 }
-                for (mut records, done) in batch.drain(..) {
-                    records.clear();
-                    let _ = done.send(Ok(records));
-                }
+                Ok(())
             }
             Err(e) => {
                 if !self.failing {
                     self.failing = true;
-                    tracing::error!(path = %self.options.path.display(), error = %e,
+                    tracing::error!(path = %path.display(), error = %e,
                         "appending to the log failed; affected messages are rejected with 0xFF until it works again");
                 }
                 //= spec/protocol.md#durability
@@ -303,49 +623,37 @@ impl Writer {
                 if let Err(cut) = self.file.set_len(self.len) {
                     tracing::error!(error = %cut, "could not cut a failed write back off the log");
                 }
-                let error = AppendError::Io(Arc::new(e));
-                for (mut records, done) in batch.drain(..) {
-                    records.clear();
-                    let _ = done.send(Err((records, error.clone())));
-                }
+                Err(AppendError::Io(Arc::new(e)))
             }
         }
     }
 
     //= spec/protocol.md#log-file
     //# The server MUST write each record whole, never interleaved with bytes of another record.
-    // Each batch holds whole records of one connection; batches are written
-    // one after another by this one thread.
-    fn write_batch(&mut self, batch: &[Pending]) -> io::Result<()> {
-        let total: usize = batch.iter().map(|(r, _)| r.len()).sum();
-        let mut slices: Vec<IoSlice<'_>> = batch.iter().map(|(r, _)| IoSlice::new(r)).collect();
-        let mut remaining = &mut slices[..];
-        let mut written = 0;
-        while written < total {
-            match self.file.write_vectored(remaining) {
+    // A group is whole records, each batch of them copied in under one lock;
+    // only the one leader writes, so groups never interleave either.
+    fn write_group(&mut self, mut records: &[u8]) -> io::Result<()> {
+        while !records.is_empty() {
+            match self.file.write_vectored(&[IoSlice::new(records)]) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "log write wrote nothing",
                     ))
                 }
-                Ok(n) => {
-                    written += n;
-                    IoSlice::advance_slices(&mut remaining, n);
-                }
+                Ok(n) => records = &records[n..],
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.len += total as u64;
         Ok(())
     }
 
-    fn reopen(&mut self) -> Result<(), Arc<io::Error>> {
+    fn reopen(&mut self, options: &LogOptions) -> ReopenResult {
         if let Err(e) = self.file.sync_data() {
             tracing::warn!(error = %e, "sync before reopening the log failed");
         }
-        match open_log(&self.options.path, self.options.format) {
+        match open_log(&options.path, options.format) {
             Ok((file, recovery)) => {
                 if let Some(r) = recovery {
                     tracing::warn!(
@@ -412,14 +720,14 @@ mod tests {
     }
 
     fn spawn_fake(file: FakeFile, start_len: u64, fsync: bool) -> LogWriter {
-        let (tx, rx) = mpsc::unbounded_channel();
         let options = LogOptions {
             path: PathBuf::from("fake.log"),
             format: LogFormat::Text,
             fsync,
         };
-        std::thread::spawn(move || run_with(Box::new(file), start_len, options, rx));
-        LogWriter { tx }
+        LogWriter::with_file(Box::new(file), start_len, options)
+            .unwrap()
+            .0
     }
 
     //= spec/protocol.md#durability
@@ -441,7 +749,7 @@ mod tests {
         );
         let append = tokio::spawn({
             let writer = writer.clone();
-            async move { writer.append(b"[a]: b\r\n".to_vec()).await }
+            async move { writer.append(b"[a]: b\r\n".as_slice()).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(
@@ -476,10 +784,10 @@ mod tests {
             100,
             false,
         );
-        let ok = writer.append(b"[a]: one\r\n".to_vec()).await;
+        let ok = writer.append(b"[a]: one\r\n".as_slice()).await;
         assert!(ok.is_ok());
-        let failed = writer.append(b"[a]: two\r\n".to_vec()).await;
-        let Err((_, AppendError::Io(e))) = failed else {
+        let failed = writer.append(b"[a]: two\r\n".as_slice()).await;
+        let Err(AppendError::Io(e)) = failed else {
             panic!("expected an I/O error, got {failed:?}")
         };
         assert_eq!(e.raw_os_error(), Some(28));
@@ -492,6 +800,127 @@ mod tests {
                 Event::Cut(110),
             ]
         );
+    }
+
+    fn open_in(dir: &tempfile::TempDir, fsync: bool) -> (LogWriter, std::thread::JoinHandle<()>) {
+        let (log, _, keeper) = LogWriter::open(LogOptions {
+            path: dir.path().join("m.log"),
+            format: LogFormat::Text,
+            fsync,
+        })
+        .unwrap();
+        (log, keeper)
+    }
+
+    /// Many tasks on two threads append at once, each waiting for its own
+    /// append before the next, like connections do.
+    async fn concurrent_appends(fsync: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, keeper) = open_in(&dir, fsync);
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100 {
+                    let mut records = Vec::new();
+                    for j in 0..(i % 3 + 1) {
+                        crate::proto::encode_record(
+                            &mut records,
+                            format!("t{t}").as_bytes(),
+                            format!("{i}.{j}").as_bytes(),
+                        );
+                    }
+                    log.append(&records).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        drop(log);
+        keeper.join().unwrap();
+        let text = std::fs::read(dir.path().join("m.log")).unwrap();
+        let mut next = [(0, 0); 16];
+        let mut count = 0;
+        for r in crate::proto::records(&text) {
+            let r = r.unwrap();
+            let t: usize = std::str::from_utf8(&r.name[1..]).unwrap().parse().unwrap();
+            let message = String::from_utf8(r.message).unwrap();
+            let (i, j) = message.split_once('.').unwrap();
+            // Each task's records appear whole and in the order it appended them.
+            assert_eq!((i.parse().unwrap(), j.parse().unwrap()), next[t]);
+            next[t] = if next[t].1 + 1 < next[t].0 % 3 + 1 {
+                (next[t].0, next[t].1 + 1)
+            } else {
+                (next[t].0 + 1, 0)
+            };
+            count += 1;
+        }
+        assert_eq!(count, 16 * (34 + 33 * 2 + 33 * 3));
+        assert!(next.iter().all(|&n| n == (100, 0)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_whole_and_in_order() {
+        concurrent_appends(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_with_fsync_are_whole_and_in_order() {
+        concurrent_appends(true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_fails_every_append_of_its_group() {
+        // Every write to /dev/full fails with ENOSPC.
+        let (log, _, keeper) = LogWriter::open(LogOptions {
+            path: PathBuf::from("/dev/full"),
+            format: LogFormat::Text,
+            fsync: false,
+        })
+        .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..20 {
+                    let err = log.append(b"[a]: b\r\n").await.unwrap_err();
+                    assert!(matches!(err, AppendError::Io(ref e) if e.raw_os_error() == Some(28)));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Every stager saw its failure, so none is kept.
+        assert!(log.core.lock().failures.is_empty());
+        drop(log);
+        keeper.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopen_puts_earlier_appends_in_the_old_file() {
+        for fsync in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (log, keeper) = open_in(&dir, fsync);
+            log.append(b"[a]: before\r\n").await.unwrap();
+            std::fs::rename(dir.path().join("m.log"), dir.path().join("m.log.1")).unwrap();
+            log.reopener().reopen().await.unwrap();
+            log.append(b"[a]: after\r\n").await.unwrap();
+            let reopener = log.reopener();
+            drop(log);
+            keeper.join().unwrap();
+            assert_eq!(
+                std::fs::read(dir.path().join("m.log.1")).unwrap(),
+                b"[a]: before\r\n"
+            );
+            assert_eq!(
+                std::fs::read(dir.path().join("m.log")).unwrap(),
+                b"[a]: after\r\n"
+            );
+            // With every writer gone, a reopen says so instead of hanging.
+            assert!(reopener.reopen().await.is_err());
+        }
     }
 
     #[test]

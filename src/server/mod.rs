@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
 pub use listener::ServeError;
-pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, OpenError, Recovery};
+pub use log_writer::{
+    AppendError, LogOptions, LogReopener, LogWriter, OpenError, Recovery, Staged,
+};
 pub use stats::Stats;
 
 /// Refused connections (over the limit) that may linger at once.
