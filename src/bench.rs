@@ -554,7 +554,7 @@ fn spawn_progress(
     use indicatif::{ProgressBar, ProgressStyle};
     let bar = match plan {
         Plan::Total(total) => ProgressBar::new(total).with_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} acknowledged, {per_sec}, {eta}")
+            ProgressStyle::with_template("{bar:40} {pos}/{len} acknowledged, {msg}, {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         ),
         Plan::For(d) => ProgressBar::new(d.as_secs()).with_style(
@@ -572,15 +572,16 @@ fn spawn_progress(
                 .progress
                 .as_ref()
                 .map_or(0, |p| p.load(Ordering::Relaxed));
+            let secs = started.elapsed().as_secs_f64();
+            let rate = acked as f64 / secs.max(1e-3);
             match plan {
-                Plan::Total(_) => ticker_bar.set_position(acked),
+                Plan::Total(_) => {
+                    ticker_bar.set_position(acked);
+                    ticker_bar.set_message(format!("{rate:.0} msgs/s"));
+                }
                 Plan::For(_) => {
-                    let secs = started.elapsed().as_secs_f64();
                     ticker_bar.set_position(secs as u64);
-                    ticker_bar.set_message(format!(
-                        "{acked} acknowledged, {:.0} msgs/s",
-                        acked as f64 / secs.max(1e-3)
-                    ));
+                    ticker_bar.set_message(format!("{acked} acknowledged, {rate:.0} msgs/s"));
                 }
             }
         }
