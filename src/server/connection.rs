@@ -9,13 +9,12 @@
 //! no read or record buffer. Timers are re-armed lazily: a read only notes
 //! the time, and the timer, when it fires early, moves itself forward.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
@@ -41,12 +40,13 @@ const SHRINK_ABOVE: usize = 16 * 1024;
 const REPLIES_KEEP: usize = 1024;
 
 thread_local! {
-    /// Where reads land when no partial frame is buffered; used only within
-    /// one poll, so every connection on the thread can share it.
+    /// Where every read lands; used only within one poll, so every
+    /// connection on the thread can share it.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
     /// Where a batch's records are encoded before they are staged.
     static RECORDS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so its last reply is not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(2);
