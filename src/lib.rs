@@ -7,7 +7,6 @@
 //! - [`server`]: the Tokio shell that runs the core over TCP and owns the
 //!   log file.
 //! - [`client`]: async and blocking Rust clients, and `msglog send`.
-//! - [`conform`]: `msglog conform`, checking other clients and servers against the spec.
 //! - [`conform`]: `msglog conform`, conformance checks of third-party
 //!   clients and servers against the spec, rule by rule.
 //! - [`bench`]: `msglog bench`, a load generator that measures a running

@@ -180,6 +180,14 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let shutdown = match shutdown_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("msglog serve: cannot install the SIGINT/SIGTERM handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        spawn_reopen_on_sighup(server.log_reopener());
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
@@ -196,8 +204,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 "cut a torn final record (never acknowledged) off the log"
             );
         }
-        spawn_reopen_on_sighup(server.log_reopener());
-        match server.run_until(shutdown_signal()).await {
+        match server.run_until(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("msglog serve: {e}");
@@ -207,21 +214,19 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
+/// Registers SIGINT and SIGTERM handlers now (before the server announces
+/// itself, so an early signal is never lost) and returns a future that ends
+/// at the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending().await,
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
+    })
 }
 
 fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
