@@ -226,16 +226,19 @@ async fn client_that_never_reads_is_throttled_not_buffered() {
             "0",
             "--idle-timeout",
             "3",
+            "--handshake-timeout",
+            "2",
             "--log",
         ])
         .arg(dir.path().join("messages.log"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    stdout.read_line(&mut first).unwrap();
+    // Keep draining the server's diagnostics so it never writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let port: u16 = first
         .split("127.0.0.1:")
         .nth(1)
