@@ -1,0 +1,142 @@
+//! Property tests over whole client streams: any chunking of the same bytes
+//! gives the same replies, effects and records; and the fuzz targets'
+//! invariants (`msglog::proto::check`) hold on proptest's inputs too, so
+//! `cargo test` runs them without a fuzzer.
+
+use msglog::proto::check;
+use msglog::proto::Frame;
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+
+/// Payload bytes with the interesting ones (NUL, CR, LF, `]`, the escape
+/// character's bytes, odd and even first bytes) made common.
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        4 => any::<u8>(),
+        4 => 0x20..0x7Fu8,
+        1 => prop::sample::select(&b"\0\r\n]\x7f\xe2\x90\xa6\xc2\x85"[..]),
+    ];
+    vec(byte, 0..24)
+}
+
+/// A client stream: usually a login, then frames (mostly valid MSGs, some
+/// wrong or unknown ones, CLOSE) and sometimes raw junk bytes.
+fn client_stream() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        4 => payload().prop_map(|p| Frame::Msg(&p).to_bytes().unwrap()),
+        2 => (1..=3u8, payload()).prop_map(|(tag, p)| {
+            let len = u16::try_from(p.len()).unwrap().to_le_bytes();
+            [&[tag][..], &len, &p].concat()
+        }),
+        1 => Just(vec![4]),
+        1 => any::<u8>().prop_map(|b| vec![b]),
+        1 => vec(any::<u8>(), 0..6),
+    ];
+    (any::<bool>(), payload(), vec(piece, 0..12)).prop_map(|(login, name, pieces)| {
+        let mut out = Vec::new();
+        if login {
+            let mut name = name;
+            name.insert(0, b'u');
+            out.extend(Frame::Name(&name).to_bytes().unwrap());
+            out.extend(Frame::Pass(b"A").to_bytes().unwrap());
+        }
+        out.extend(pieces.concat());
+        out
+    })
+}
+
+/// Chunk sizes as `check::chunks` takes them (cycled; 0 is an empty read).
+fn sizes() -> impl Strategy<Value = Vec<u16>> {
+    prop_oneof![
+        1 => Just(vec![1]),
+        4 => vec(0..24u16, 0..6),
+    ]
+}
+
+fn broken(b: check::Broken) -> TestCaseError {
+    TestCaseError::fail(b.to_string())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    //= spec/protocol.md#states
+    //= type=test
+    //# Once a connection is closed, the server MUST NOT process any
+    //# further bytes from it.
+    #[test]
+    fn any_chunking_gives_the_same_transcript(
+        stream in client_stream(),
+        a in sizes(),
+        b in sizes(),
+        limit in option::weighted(0.3, 0..40u16),
+    ) {
+        let (first, first_mid) = check::run_session(&stream, &a, limit);
+        let (second, second_mid) = check::run_session(&stream, &b, limit);
+        // Replies, rules (responses), effects (log, close) and records.
+        prop_assert_eq!(&first, &second);
+        prop_assert_eq!(first_mid, second_mid);
+        let (bytewise, bytewise_mid) = check::run_session(&stream, &[1], limit);
+        prop_assert_eq!(&first, &bytewise);
+        prop_assert_eq!(first_mid, bytewise_mid);
+    }
+
+    #[test]
+    fn session_invariants_hold(
+        stream in client_stream(),
+        sizes in sizes(),
+        limit in option::weighted(0.3, 0..40u16),
+    ) {
+        check::session(&stream, &sizes, limit).map_err(broken)?;
+    }
+
+    //= spec/protocol.md#frame
+    //= type=test
+    //# The length field MUST be read as an unsigned 16-bit integer in
+    //# little-endian byte order.
+    #[test]
+    fn frame_parser_invariants_hold(
+        bytes in prop_oneof![client_stream(), vec(any::<u8>(), 0..64)],
+        sizes in sizes(),
+        limit in option::weighted(0.3, 0..40u16),
+    ) {
+        check::frame_parser(&bytes, &sizes, limit).map_err(broken)?;
+    }
+
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# A record MUST NOT contain the bytes CR or LF except for its final CR LF.
+    #[test]
+    fn record_codec_invariants_hold(
+        pairs in vec((
+            prop_oneof![payload(), any::<String>().prop_map(String::into_bytes)],
+            prop_oneof![payload(), any::<String>().prop_map(String::into_bytes)],
+        ), 0..4),
+        line in prop_oneof![
+            payload(),
+            (payload(), payload(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+                |(n, m, at, b)| {
+                    // A real record with one byte changed: near-misses of
+                    // the canonical form.
+                    let mut r = msglog::proto::record(&n, &m);
+                    let i = at.index(r.len());
+                    r[i] = b;
+                    r
+                }
+            ),
+        ],
+    ) {
+        let pairs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(n, m)| (&n[..], &m[..])).collect();
+        check::record_pairs(&pairs).map_err(broken)?;
+        check::record_line(&line).map_err(broken)?;
+    }
+
+    #[test]
+    fn record_codec_invariants_hold_on_cut_bytes(
+        bytes in payload(),
+        cuts in vec(0..12u16, 0..6),
+    ) {
+        check::record_codec(&bytes, &cuts).map_err(broken)?;
+    }
+}
