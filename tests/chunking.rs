@@ -8,6 +8,9 @@ use msglog::proto::Frame;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 /// Payload bytes with the interesting ones (NUL, CR, LF, `]`, the escape
 /// character's bytes, odd and even first bytes) made common.
@@ -58,8 +61,38 @@ fn broken(b: check::Broken) -> TestCaseError {
     TestCaseError::fail(b.to_string())
 }
 
+/// Runs `f` on its own thread and waits at most 20 s. A core that stops
+/// making progress (a decoder that neither takes bytes nor yields a frame
+/// spins `Session::feed` forever) then fails the run with its input,
+/// instead of hanging it; the process exits because the spinning thread
+/// cannot be stopped.
+fn bounded<T: Send + 'static>(input: &[u8], f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(value) => value,
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sends before it ends"),
+        },
+        Err(RecvTimeoutError::Timeout) => {
+            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
+            eprintln!("no progress after 20 s: the core loops forever on input {hex}");
+            std::process::exit(101);
+        }
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/chunking.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     //= spec/protocol.md#states
     //= type=test
@@ -72,12 +105,19 @@ proptest! {
         b in sizes(),
         limit in option::weighted(0.3, 0..40u16),
     ) {
-        let (first, first_mid) = check::run_session(&stream, &a, limit);
-        let (second, second_mid) = check::run_session(&stream, &b, limit);
+        let input = stream.clone();
+        let (a2, b2) = (a.clone(), b.clone());
+        let ((first, first_mid), (second, second_mid), (bytewise, bytewise_mid)) =
+            bounded(&stream, move || {
+                (
+                    check::run_session(&input, &a2, limit),
+                    check::run_session(&input, &b2, limit),
+                    check::run_session(&input, &[1], limit),
+                )
+            });
         // Replies, rules (responses), effects (log, close) and records.
         prop_assert_eq!(&first, &second);
         prop_assert_eq!(first_mid, second_mid);
-        let (bytewise, bytewise_mid) = check::run_session(&stream, &[1], limit);
         prop_assert_eq!(&first, &bytewise);
         prop_assert_eq!(first_mid, bytewise_mid);
     }
@@ -88,7 +128,8 @@ proptest! {
         sizes in sizes(),
         limit in option::weighted(0.3, 0..40u16),
     ) {
-        check::session(&stream, &sizes, limit).map_err(broken)?;
+        let input = stream.clone();
+        bounded(&stream, move || check::session(&input, &sizes, limit)).map_err(broken)?;
     }
 
     //= spec/protocol.md#frame
@@ -101,7 +142,8 @@ proptest! {
         sizes in sizes(),
         limit in option::weighted(0.3, 0..40u16),
     ) {
-        check::frame_parser(&bytes, &sizes, limit).map_err(broken)?;
+        let input = bytes.clone();
+        bounded(&bytes, move || check::frame_parser(&input, &sizes, limit)).map_err(broken)?;
     }
 
     //= spec/protocol.md#record-format

@@ -8,7 +8,10 @@ use msglog::proto::check::{model_over_limit, model_step, ModelState, ModelStep};
 use msglog::proto::{record, Decoder, Response, Session};
 use proptest::collection::vec;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 /// The payload limit the session under test is configured with: low, so
 /// over-limit frames are cheap to generate.
@@ -132,6 +135,27 @@ impl ReferenceStateMachine for Table {
     }
 }
 
+/// Runs `f` on its own thread and waits at most 20 s, so a core that stops
+/// making progress fails the run with its input instead of hanging it.
+fn bounded<T: Send + 'static>(input: &[u8], f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(value) => value,
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sends before it ends"),
+        },
+        Err(RecvTimeoutError::Timeout) => {
+            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
+            eprintln!("no progress after 20 s: the core loops forever on frame {hex}");
+            std::process::exit(101);
+        }
+    }
+}
+
 struct Core;
 
 impl StateMachineTest for Core {
@@ -142,16 +166,24 @@ impl StateMachineTest for Core {
         Session::with_decoder(Decoder::with_max_payload(usize::from(LIMIT)))
     }
 
-    fn apply(mut session: Session, model: &Model, transition: Transition) -> Session {
+    fn apply(session: Session, model: &Model, transition: Transition) -> Session {
         let before = session.transcript().clone();
         let wire = transition.wire();
         let chunk = match transition {
             Transition::Frame { chunk, .. } => chunk,
             Transition::OverLimit { .. } => 1,
         };
-        for piece in wire.chunks(chunk.min(wire.len()).max(1)) {
-            session.feed(piece);
-        }
+        let pieces: Vec<Vec<u8>> = wire
+            .chunks(chunk.min(wire.len()).max(1))
+            .map(<[u8]>::to_vec)
+            .collect();
+        let session = bounded(&wire, move || {
+            let mut session = session;
+            for piece in &pieces {
+                session.feed(piece);
+            }
+            session
+        });
         let after = session.transcript();
         let step = model.last.as_ref().expect("apply sets the last step");
         let responses = &after.responses[before.responses.len()..];
@@ -195,6 +227,9 @@ impl StateMachineTest for Core {
 prop_state_machine! {
     #![proptest_config(ProptestConfig {
         cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/model.txt",
+        ))),
         ..ProptestConfig::default()
     })]
 

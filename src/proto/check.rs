@@ -828,7 +828,8 @@ pub fn record_codec(bytes: &[u8], cuts: &[u16]) -> Checked {
 ///   CR, LF or other line break or control character before it;
 /// - the name ends at the first `]: `;
 /// - no record can be read as two (`records` finds exactly one);
-/// - printable ASCII passes unchanged (`]` in names aside);
+/// - printable ASCII and readable UTF-8 pass unchanged (`]` in names
+///   aside);
 /// - records concatenated into a log split back into the pairs.
 pub fn record_pairs(pairs: &[(&[u8], &[u8])]) -> Checked {
     let mut log = Vec::new();
@@ -873,6 +874,23 @@ pub fn record_pairs(pairs: &[(&[u8], &[u8])]) -> Checked {
             "no record can be read as two",
             || format!("{body:?}"),
         )?;
+        // Readable text stays readable: UTF-8 with nothing to escape is
+        // copied as it is.
+        let readable = |bytes: &[u8], name: bool| {
+            std::str::from_utf8(bytes).is_ok_and(|t| {
+                !t.chars().any(|c| {
+                    forbidden_in_record(c)
+                        || ('\u{2400}'..='\u{2426}').contains(&c)
+                        || name && c == ']'
+                })
+            })
+        };
+        if readable(name, true) && readable(message, false) {
+            let plain = [b"[", name, b"]: ", message, b"\r\n"].concat();
+            ensure(r == plain, "readable UTF-8 passes unchanged", || {
+                format!("{body:?}")
+            })?;
+        }
         let printable = |b: &u8| (0x20..0x7F).contains(b);
         if name.iter().all(|b| printable(b) && *b != b']') && message.iter().all(printable) {
             let plain = [b"[", name, b"]: ", message, b"\r\n"].concat();
