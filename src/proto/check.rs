@@ -621,6 +621,31 @@ pub fn run_session(bytes: &[u8], sizes: &[u16], limit: Option<u16>) -> (Transcri
     session.finish()
 }
 
+/// `run_session`, checking after every chunk that the session buffers at
+/// most one maximal frame.
+fn run_bounded_session(
+    bytes: &[u8],
+    sizes: &[u16],
+    limit: Option<u16>,
+) -> Result<(Transcript, bool), Broken> {
+    let mut session = Session::with_decoder(decoder_for(limit));
+    let cap = frame::HEADER_LEN + limit.map_or(frame::MAX_PAYLOAD_LEN, usize::from);
+    for chunk in chunks(bytes, sizes) {
+        session.feed(chunk);
+        ensure(
+            session.buffered() <= cap,
+            "a session buffers at most one maximal frame",
+            || {
+                format!(
+                    "buffered {} > {cap}, chunk sizes {sizes:?}",
+                    session.buffered()
+                )
+            },
+        )?;
+    }
+    Ok(session.finish())
+}
+
 fn rule_of(response: &Response) -> Option<&'static str> {
     match response {
         Response::Reject(v) => Some(v.rule()),
@@ -639,13 +664,16 @@ fn rule_of(response: &Response) -> Option<&'static str> {
 /// - the state moves only along the spec's table ([`model_step`]), with the
 ///   rule the table names for each rejection;
 /// - the transcript (replies, rules, log, close, ignored bytes, end of
-///   stream mid-frame) is identical for every chunking and is the model's.
+///   stream mid-frame) is identical for every chunking and is the model's;
+/// - the session buffers at most one maximal frame;
+/// - every record written holds the [`record_pairs`] invariants (one line,
+///   decodes back) and the log reads back as the appended messages.
 pub fn session(bytes: &[u8], sizes: &[u16], limit: Option<u16>) -> Checked {
     let model = model_run(bytes, limit);
     check_bytewise(bytes, limit, &model)?;
     let (want, want_mid) = run_session(bytes, BYTEWISE, limit);
     for chunking in [sizes, ALL_AT_ONCE] {
-        let (got, mid) = run_session(bytes, chunking, limit);
+        let (got, mid) = run_bounded_session(bytes, chunking, limit)?;
         ensure(
             got == want && mid == want_mid,
             "the transcript is the same for every chunking",
@@ -666,6 +694,10 @@ pub fn session(bytes: &[u8], sizes: &[u16], limit: Option<u16>) -> Checked {
         "the session ends as the model does",
         || format!("real {want:?} mid_frame {want_mid}; model {model:?}"),
     )?;
+    // The records the session wrote are records: one line each, and so on.
+    let appended = model.appended();
+    let pairs: Vec<(&[u8], &[u8])> = appended.iter().map(|(n, m)| (&n[..], &m[..])).collect();
+    record_pairs(&pairs)?;
     let decoded: Result<Vec<_>, _> = records(&want.log)
         .map(|r| r.map(|Record { name, message }| (name, message)))
         .collect();
