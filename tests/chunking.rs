@@ -9,6 +9,7 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use std::io::Write;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
@@ -79,7 +80,12 @@ fn bounded<T: Send + 'static>(input: &[u8], f: impl FnOnce() -> T + Send + 'stat
         },
         Err(RecvTimeoutError::Timeout) => {
             let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            eprintln!("no progress after 20 s: the core loops forever on input {hex}");
+            // Straight to stderr: the test harness's capture of `eprintln!`
+            // would be lost with the exit.
+            let _ = writeln!(
+                std::io::stderr(),
+                "no progress after 20 s: the core loops forever on input {hex}"
+            );
             std::process::exit(101);
         }
     }

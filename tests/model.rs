@@ -10,6 +10,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+use std::io::Write;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
@@ -154,7 +155,12 @@ fn bounded<T: Send + 'static>(input: &[u8], f: impl FnOnce() -> T + Send + 'stat
         },
         Err(RecvTimeoutError::Timeout) => {
             let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            eprintln!("no progress after 20 s: the core loops forever on frame {hex}");
+            // Straight to stderr: the test harness's capture of `eprintln!`
+            // would be lost with the exit.
+            let _ = writeln!(
+                std::io::stderr(),
+                "no progress after 20 s: the core loops forever on frame {hex}"
+            );
             std::process::exit(101);
         }
     }
