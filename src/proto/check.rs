@@ -1043,7 +1043,7 @@ pub struct StreamCase {
 /// A seed for `record_codec`, before encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordCase {
-    pub name: &'static str,
+    pub name: String,
     pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
     pub line: Vec<u8>,
 }
@@ -1059,8 +1059,7 @@ fn wire(frames: &[Frame<'_>]) -> Vec<u8> {
 
 /// Client streams worth starting from: the original client's behaviours, a
 /// row of each kind of the state table, pipelining, fragmentation, limits.
-/// `extra` adds streams read elsewhere (spec/vectors), fed all at once.
-pub fn stream_cases(extra: &[(String, Vec<u8>)]) -> Vec<StreamCase> {
+pub fn stream_cases() -> Vec<StreamCase> {
     use Frame::*;
     let login = |rest: &[Frame<'_>]| {
         let mut frames = vec![Name(b"MyTestCase"), Pass(b"A")];
@@ -1121,10 +1120,8 @@ pub fn stream_cases(extra: &[(String, Vec<u8>)]) -> Vec<StreamCase> {
     let hello = plain[0].1.clone();
     let mut cases: Vec<StreamCase> = plain
         .into_iter()
-        .map(|(name, bytes)| (name.to_string(), bytes))
-        .chain(extra.iter().cloned())
         .map(|(name, bytes)| StreamCase {
-            name,
+            name: name.to_string(),
             sizes: Vec::new(),
             limit: None,
             bytes,
@@ -1149,8 +1146,8 @@ pub fn stream_cases(extra: &[(String, Vec<u8>)]) -> Vec<StreamCase> {
 
 /// Names, messages and lines worth starting from for `record_codec`.
 pub fn record_cases() -> Vec<RecordCase> {
-    let case = |name, pairs: &[(&[u8], &[u8])], line: &[u8]| RecordCase {
-        name,
+    let case = |name: &str, pairs: &[(&[u8], &[u8])], line: &[u8]| RecordCase {
+        name: name.to_string(),
         pairs: pairs
             .iter()
             .map(|(n, m)| (n.to_vec(), m.to_vec()))
@@ -1198,10 +1195,11 @@ pub fn record_cases() -> Vec<RecordCase> {
     ]
 }
 
-/// The committed seed corpus; `extra` as for [`stream_cases`].
-pub fn seeds(extra: &[(String, Vec<u8>)]) -> Vec<Seed> {
+/// The committed seed corpus: [`stream_cases`] and [`record_cases`], plus
+/// cases read elsewhere (spec/vectors).
+pub fn seeds(extra_streams: &[StreamCase], extra_records: &[RecordCase]) -> Vec<Seed> {
     let mut out = Vec::new();
-    for case in stream_cases(extra) {
+    for case in stream_cases().iter().chain(extra_streams) {
         for target in ["frame_parser", "session"] {
             out.push(Seed {
                 target,
@@ -1210,7 +1208,7 @@ pub fn seeds(extra: &[(String, Vec<u8>)]) -> Vec<Seed> {
             });
         }
     }
-    for case in record_cases() {
+    for case in record_cases().iter().chain(extra_records) {
         let pairs: Vec<(&[u8], &[u8])> = case.pairs.iter().map(|(n, m)| (&n[..], &m[..])).collect();
         out.push(Seed {
             target: "record_codec",
@@ -1263,7 +1261,7 @@ mod tests {
 
     #[test]
     fn every_seed_passes_every_check() {
-        for case in stream_cases(&[]) {
+        for case in stream_cases() {
             frame_parser(&case.bytes, &case.sizes, case.limit).unwrap();
             session(&case.bytes, &case.sizes, case.limit).unwrap();
             session(&case.bytes, &[5, 0, 1], Some(3)).unwrap();
@@ -1278,7 +1276,7 @@ mod tests {
 
     #[test]
     fn model_matches_the_happy_path() {
-        let run = model_run(&stream_cases(&[])[0].bytes, None);
+        let run = model_run(&stream_cases()[0].bytes, None);
         assert_eq!(run.replies(), [0, 0, 0, 0]);
         assert_eq!(run.log(), b"[MyTestCase]: Hello!\r\n");
         assert!(run.closed_by_server && !run.mid_frame);
@@ -1289,7 +1287,7 @@ mod tests {
     #[test]
     fn committed_seeds_are_current() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        for seed in seeds(&[]) {
+        for seed in seeds(&[], &[]) {
             let path = root.join(seed.target).join(&seed.name);
             let on_disk = std::fs::read(&path).unwrap_or_default();
             assert!(
@@ -1300,77 +1298,149 @@ mod tests {
         }
     }
 
-    /// Client streams of spec/vectors/*.json, if that directory exists: any
-    /// string field whose key names the client's bytes and holds hex.
-    fn vector_streams() -> Vec<(String, Vec<u8>)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
+    fn hex(s: &str) -> Vec<u8> {
+        assert!(s.len() % 2 == 0, "odd-length hex {s:?}");
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    fn vectors(file: &str) -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("spec/vectors")
+            .join(file);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// One session vector of spec/vectors (see spec/README.md).
+    struct SessionVector {
+        case: StreamCase,
+        replies: Vec<u8>,
+        log: Vec<u8>,
+        closed_by_server: bool,
+        mid_frame: bool,
+        rule: Option<String>,
+    }
+
+    fn session_vectors() -> Vec<SessionVector> {
         let mut out = Vec::new();
-        for path in paths
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        {
-            let text = std::fs::read_to_string(path).unwrap();
-            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-            collect_hex_streams(&value, &stem, &mut out);
+        for file in ["sessions.json", "sessions-large.json"] {
+            let doc = vectors(file);
+            for v in doc["vectors"].as_array().expect("vectors array") {
+                let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}"));
+                out.push(SessionVector {
+                    case: StreamCase {
+                        name: format!("vector-{}", text("id")),
+                        sizes: Vec::new(),
+                        limit: v["max_payload"]
+                            .as_u64()
+                            .map(|m| u16::try_from(m).expect("limit fits u16")),
+                        bytes: hex(text("client")),
+                    },
+                    replies: hex(text("replies")),
+                    log: v["log"]
+                        .as_array()
+                        .expect("log array")
+                        .iter()
+                        .flat_map(|r| r.as_str().expect("record").bytes())
+                        .collect(),
+                    closed_by_server: text("closed_by") == "server",
+                    mid_frame: v["mid_frame"].as_bool().expect("mid_frame"),
+                    rule: v["rule"].as_str().map(str::to_string),
+                });
+            }
         }
         out
     }
 
-    fn collect_hex_streams(v: &serde_json::Value, at: &str, out: &mut Vec<(String, Vec<u8>)>) {
-        use serde_json::Value;
-        match v {
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    let label = item
-                        .get("name")
-                        .or_else(|| item.get("id"))
-                        .and_then(Value::as_str)
-                        .map_or_else(|| format!("{at}-{i}"), |n| format!("{at}-{n}"));
-                    collect_hex_streams(item, &label, out);
-                }
+    /// Record vectors as record cases: each valid record with its own
+    /// line, each invalid line alone.
+    fn record_vectors() -> Vec<RecordCase> {
+        let doc = vectors("records.json");
+        let mut out = Vec::new();
+        for r in doc["records"].as_array().expect("records array") {
+            let text = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{k} in {r}"));
+            out.push(RecordCase {
+                name: format!("vector-{}", text("id")),
+                pairs: vec![(hex(text("name_hex")), hex(text("message_hex")))],
+                line: text("record").as_bytes().to_vec(),
+            });
+        }
+        for r in doc["invalid"].as_array().expect("invalid array") {
+            let text = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{k} in {r}"));
+            out.push(RecordCase {
+                name: format!("vector-invalid-{}", text("id")),
+                pairs: Vec::new(),
+                line: hex(text("line_hex")),
+            });
+        }
+        out
+    }
+
+    /// The model is checked against the spec's vectors, and every vector
+    /// holds the fuzz targets' invariants.
+    #[test]
+    fn model_and_checks_agree_with_every_vector() {
+        let all = session_vectors();
+        assert!(all.len() >= 40, "only {} session vectors", all.len());
+        for v in &all {
+            let c = &v.case;
+            let run = model_run(&c.bytes, c.limit);
+            let rule = run
+                .transactions
+                .iter()
+                .find_map(|t| t.step.rule)
+                .map(str::to_string);
+            assert_eq!(
+                (
+                    run.replies(),
+                    run.log(),
+                    run.closed_by_server,
+                    run.mid_frame,
+                    rule
+                ),
+                (
+                    v.replies.clone(),
+                    v.log.clone(),
+                    v.closed_by_server,
+                    v.mid_frame,
+                    v.rule.clone()
+                ),
+                "{}",
+                c.name
+            );
+            session(&c.bytes, &[7, 1], c.limit).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            frame_parser(&c.bytes, &[7, 1], c.limit).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        }
+        for case in record_vectors() {
+            let pairs: Vec<(&[u8], &[u8])> =
+                case.pairs.iter().map(|(n, m)| (&n[..], &m[..])).collect();
+            record_pairs(&pairs).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            record_line(&case.line).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            match pairs.first() {
+                Some(&(n, m)) => assert_eq!(record(n, m), case.line, "{}", case.name),
+                None => assert!(decode_record(&case.line).is_err(), "{}", case.name),
             }
-            Value::Object(map) => {
-                for (key, field) in map {
-                    let k = key.to_ascii_lowercase();
-                    let is_client = ["client", "stream", "input", "send"]
-                        .iter()
-                        .any(|w| k.contains(w));
-                    match field {
-                        Value::String(s) if is_client => {
-                            let hex: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-                            let bytes: Option<Vec<u8>> = (0..hex.len())
-                                .step_by(2)
-                                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-                                .collect();
-                            if let Some(bytes) = bytes.filter(|_| hex.len() % 2 == 0) {
-                                let label: String = at
-                                    .chars()
-                                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                                    .collect();
-                                out.push((format!("vector-{label}"), bytes));
-                            }
-                        }
-                        Value::Array(_) | Value::Object(_) => collect_hex_streams(field, at, out),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
         }
     }
 
-    /// Rewrites fuzz/corpus/*/seed-*: `cargo test --lib -- --ignored regenerate_fuzz_corpus`.
+    /// Rewrites fuzz/corpus/*/seed-* from this module's cases and
+    /// spec/vectors: `cargo test --lib -- --ignored regenerate_fuzz_corpus`.
     #[test]
     #[ignore = "writes fuzz/corpus; run by hand after changing the seeds or spec/vectors"]
     fn regenerate_fuzz_corpus() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-        let all = seeds(&vector_streams());
+        // Vectors of a few kilobytes at most: a large seed would raise
+        // libFuzzer's input size limit for every run.
+        let streams: Vec<StreamCase> = session_vectors()
+            .into_iter()
+            .map(|v| v.case)
+            .filter(|c| c.bytes.len() <= 4096)
+            .collect();
+        let all = seeds(&streams, &record_vectors());
         for target in ["frame_parser", "session", "record_codec"] {
             let dir = root.join(target);
             std::fs::create_dir_all(&dir).unwrap();
