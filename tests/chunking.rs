@@ -104,6 +104,12 @@ proptest! {
     //= type=test
     //# Once a connection is closed, the server MUST NOT process any
     //# further bytes from it.
+    //= spec/protocol.md#frame
+    //= type=test
+    //# The server MUST accept a frame split across any number of reads, down to one byte per read.
+    //= spec/protocol.md#deviations
+    //= type=test
+    //# A frame that arrives in pieces MUST be processed as if it had arrived whole.
     #[test]
     fn any_chunking_gives_the_same_transcript(
         stream in client_stream(),
@@ -128,6 +134,12 @@ proptest! {
         prop_assert_eq!(first_mid, bytewise_mid);
     }
 
+    //= spec/protocol.md#replies
+    //= type=test
+    //# The server MUST answer each frame it processes with exactly one reply byte, 0x00 for success or 0xFF for failure.
+    //= spec/protocol.md#acknowledgement
+    //= type=test
+    //# The server MUST process pipelined frames, sent without waiting for replies, in the order they arrived.
     #[test]
     fn session_invariants_hold(
         stream in client_stream(),
@@ -142,6 +154,9 @@ proptest! {
     //= type=test
     //# The length field MUST be read as an unsigned 16-bit integer in
     //# little-endian byte order.
+    //= spec/protocol.md#limits
+    //= type=test
+    //# The input a server buffers for one connection MUST stay bounded, whatever the client sends.
     #[test]
     fn frame_parser_invariants_hold(
         bytes in prop_oneof![client_stream(), vec(any::<u8>(), 0..64)],
@@ -155,6 +170,9 @@ proptest! {
     //= spec/protocol.md#record-format
     //= type=test
     //# A record MUST NOT contain the bytes CR or LF except for its final CR LF.
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# Decoding a record MUST give back exactly the name and message bytes it was made from.
     #[test]
     fn record_codec_invariants_hold(
         pairs in vec((

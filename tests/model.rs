@@ -263,6 +263,9 @@ prop_state_machine! {
     //= spec/protocol.md#replies
     //= type=test
     //# After sending 0xFF the server MUST close the connection.
+    //= spec/protocol.md#states
+    //= type=test
+    //# For each frame, the server MUST move to the next state, send the reply and carry out the effect that the state table gives for the current state, the frame's tag and its payload.
     #[test]
     fn core_follows_the_state_table(sequential 1..40 => Core);
 }

@@ -19,7 +19,7 @@ use super::session::{Session, Transcript};
 
 /// An invariant that did not hold: the input that led here is a bug report.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invariant broken: {invariant}: {detail}")]
+#[error("invariant broken: {invariant}: {detail} (a bug in msglog::proto: keep the input as a test case)")]
 pub struct Broken {
     /// The invariant, as named in this module's docs.
     pub invariant: &'static str,
