@@ -78,7 +78,11 @@ for target in "${targets[@]}"; do
         echo "smoke.sh: crashing input ($(wc -c <"$artifact") bytes) in hex:" >&2
         od -An -tx1 -v "$artifact" | tr -s ' ' | sed 's/^ //' >&2
         echo "smoke.sh: as the target sees it:" >&2
-        cargo "${toolchain[@]}" fuzz fmt "$target" "$artifact" 2>/dev/null | head -n 40 >&2 || true
+        # `fuzz fmt` prints the Debug form, one byte per line, on stderr.
+        cargo "${toolchain[@]}" fuzz fmt "$target" "$artifact" 2>&1 |
+            sed -n '/Output of `std::fmt::Debug`/,$p' | tail -n +2 | tr -s ' \n' ' ' |
+            cut -c 1-4000 >&2 || true
+        echo >&2
         echo "smoke.sh: reproduce with: cargo +nightly fuzz run $target $artifact" >&2
     else
         tail -n 40 "$log" >&2
