@@ -93,7 +93,7 @@ fn bounded<T: Send + 'static>(input: &[u8], f: impl FnOnce() -> T + Send + 'stat
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: 1024,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/chunking.txt",
         ))),
