@@ -2,6 +2,7 @@
 //! runner that ties them together over an in-memory log. No tokio, no
 //! clock, no sockets: time and peer addresses come in as arguments.
 
+pub mod check;
 pub mod frame;
 pub mod jsonl;
 pub mod machine;

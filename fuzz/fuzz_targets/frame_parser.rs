@@ -1,0 +1,20 @@
+//! Arbitrary bytes through the frame parser, in an arbitrary chunking and
+//! with an optional lower payload limit; the invariants are listed at
+//! `msglog::proto::check::frame_parser`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use msglog::proto::check;
+
+#[derive(Debug, arbitrary::Arbitrary)]
+struct Input<'a> {
+    sizes: Vec<u16>,
+    limit: Option<u16>,
+    bytes: &'a [u8],
+}
+
+fuzz_target!(|i: Input<'_>| {
+    if let Err(broken) = check::frame_parser(i.bytes, &i.sizes, i.limit) {
+        panic!("{broken}");
+    }
+});
