@@ -3,15 +3,15 @@
 //! invariants (`msglog::proto::check`) hold on proptest's inputs too, so
 //! `cargo test` runs them without a fuzzer.
 
+mod common;
+
+use common::watchdog::bounded;
 use msglog::proto::check;
 use msglog::proto::Frame;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use std::io::Write;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
 
 /// Payload bytes with the interesting ones (NUL, CR, LF, `]`, the escape
 /// character's bytes, odd and even first bytes) made common.
@@ -60,35 +60,6 @@ fn sizes() -> impl Strategy<Value = Vec<u16>> {
 
 fn broken(b: check::Broken) -> TestCaseError {
     TestCaseError::fail(b.to_string())
-}
-
-/// Runs `f` on its own thread and waits at most 20 s. A core that stops
-/// making progress (a decoder that neither takes bytes nor yields a frame
-/// spins `Session::feed` forever) then fails the run with its input,
-/// instead of hanging it; the process exits because the spinning thread
-/// cannot be stopped.
-fn bounded<T: Send + 'static>(input: &[u8], f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it ends"),
-        },
-        Err(RecvTimeoutError::Timeout) => {
-            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            // Straight to stderr: the test harness's capture of `eprintln!`
-            // would be lost with the exit.
-            let _ = writeln!(
-                std::io::stderr(),
-                "no progress after 20 s: the core loops forever on input {hex}"
-            );
-            std::process::exit(101);
-        }
-    }
 }
 
 proptest! {

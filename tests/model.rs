@@ -4,15 +4,15 @@
 //! `Session`; after every frame the reply, the rule, the log and the state
 //! must agree.
 
+mod common;
+
+use common::watchdog::bounded;
 use msglog::proto::check::{self, model_over_limit, model_step, ModelState, ModelStep};
 use msglog::proto::{record, Decoder, Response, Session};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
-use std::io::Write;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
 
 /// The payload limit the session under test is configured with: low, so
 /// over-limit frames are cheap to generate.
@@ -137,32 +137,6 @@ impl ReferenceStateMachine for Table {
         model.state = step.next.clone();
         model.last = Some(step);
         model
-    }
-}
-
-/// Runs `f` on its own thread and waits at most 20 s, so a core that stops
-/// making progress fails the run with its input instead of hanging it.
-fn bounded<T: Send + 'static>(input: &[u8], f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the worker sends before it ends"),
-        },
-        Err(RecvTimeoutError::Timeout) => {
-            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            // Straight to stderr: the test harness's capture of `eprintln!`
-            // would be lost with the exit.
-            let _ = writeln!(
-                std::io::stderr(),
-                "no progress after 20 s: the core loops forever on frame {hex}"
-            );
-            std::process::exit(101);
-        }
     }
 }
 

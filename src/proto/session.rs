@@ -72,7 +72,14 @@ impl Session {
             }
             let took = self.decoder.fill(chunk);
             chunk = &chunk[took..];
+            let buffered = self.decoder.buffered();
             self.drain();
+            // A full decoder with no complete frame would loop here forever;
+            // the decoder's bound makes that impossible, so fail loudly if not.
+            assert!(
+                took > 0 || self.state.is_closed() || self.decoder.buffered() < buffered,
+                "decoder stalled: it took no bytes and yielded no frame with {buffered} bytes buffered"
+            );
         }
     }
 

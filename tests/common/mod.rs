@@ -5,3 +5,4 @@
 
 pub mod tcp;
 pub mod vectors;
+pub mod watchdog;
