@@ -158,7 +158,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_message() {
             }));
         }
         drop(tx);
-        std::thread::sleep(Duration::from_millis(30 + rng.next() % 300));
+        std::thread::sleep(Duration::from_millis(100 + rng.next() % 300));
         server.child.kill().unwrap();
         server.child.wait().unwrap();
         for t in threads {
