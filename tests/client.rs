@@ -2,15 +2,17 @@
 //! on 127.0.0.1, plus scripted listeners for what a real server never does
 //! (stay silent, answer garbage) and to see the exact bytes a client sends.
 
+mod common;
+
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
+use common::tcp::Harness;
 use msglog::client::{self, Client, ClientError, Operation, Options, PipelineError};
-use msglog::proto::{records, Record};
-use msglog::server::{Config, Limits, TestServer};
+use msglog::proto::Record;
+use msglog::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -22,61 +24,6 @@ async fn bounded<T>(fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(LIMIT, fut)
         .await
         .expect("test step took longer than its bound")
-}
-
-/// A real server on a free loopback port, its log in a fresh temp dir.
-struct Harness {
-    server: TestServer,
-    log_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        Harness::start_with(Limits::default()).await
-    }
-
-    async fn start_with(limits: Limits) -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let log_path = dir.path().join("messages.log");
-        let server = TestServer::start_with(Config {
-            bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            log_path: log_path.clone(),
-            limits,
-            ..Config::default()
-        })
-        .await
-        .unwrap();
-        Harness {
-            server,
-            log_path,
-            _dir: dir,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.server.addr
-    }
-
-    /// The records in the log now. Acks come after the write, so every
-    /// acknowledged message is here.
-    fn records(&self) -> Vec<Record> {
-        let log = std::fs::read(&self.log_path).unwrap_or_default();
-        records(&log).collect::<Result<_, _>>().unwrap()
-    }
-
-    /// Stops the server (it writes everything it accepted first) and returns
-    /// the final records: nothing can be added to them afterwards.
-    async fn stop(self) -> Vec<Record> {
-        let Harness {
-            server,
-            log_path,
-            _dir,
-        } = self;
-        bounded(server.stop()).await.unwrap();
-        let log = std::fs::read(&log_path).unwrap_or_default();
-        records(&log).collect::<Result<_, _>>().unwrap()
-    }
 }
 
 fn rec(name: &[u8], message: &[u8]) -> Record {

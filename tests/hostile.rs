@@ -8,25 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::tcp::*;
 use msglog::proto::Frame;
-use msglog::server::{Config, Limits, TestServer};
+use msglog::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const ACK: u8 = 0x00;
 const NAK: u8 = 0xFF;
-
-async fn start(limits: Limits) -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(Config {
-        bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        log_path: dir.path().join("messages.log"),
-        limits,
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    (server, dir)
-}
 
 /// A full well-behaved session; returns how long it took.
 async fn good_session(addr: SocketAddr) -> Duration {
@@ -53,7 +40,7 @@ async fn good_session(addr: SocketAddr) -> Duration {
 async fn stalled_connections_do_not_delay_others_and_are_closed_at_the_handshake_timeout() {
     rlimit::increase_nofile_limit(4096).unwrap();
     let handshake = Duration::from_secs(2);
-    let (server, _dir) = start(Limits {
+    let server = Harness::start_with(Limits {
         handshake_timeout: handshake,
         ..Limits::default()
     })
@@ -61,7 +48,7 @@ async fn stalled_connections_do_not_delay_others_and_are_closed_at_the_handshake
     let opened = Instant::now();
     let mut stalled = Vec::new();
     for i in 0..1000 {
-        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
         let name = frame(Frame::Name(b"stalled"));
         match i % 4 {
             0 => {}                                      // says nothing at all
@@ -78,7 +65,7 @@ async fn stalled_connections_do_not_delay_others_and_are_closed_at_the_handshake
     // A well-behaved client is served at once despite the 1,000 stalls.
     let mut timings: Vec<Duration> = Vec::new();
     for _ in 0..5 {
-        timings.push(good_session(server.addr).await);
+        timings.push(good_session(server.addr()).await);
     }
     timings.sort();
     println!(
@@ -111,12 +98,12 @@ async fn stalled_connections_do_not_delay_others_and_are_closed_at_the_handshake
 //# longer than the handshake timeout, replying 0xFF.
 #[tokio::test]
 async fn slow_drip_of_one_frame_is_cut_off() {
-    let (server, dir) = start(Limits {
+    let server = Harness::start_with(Limits {
         handshake_timeout: Duration::from_millis(600),
         ..Limits::default()
     })
     .await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
     s.write_all(&login(b"drip")).await.unwrap();
     assert_eq!(read_n(&mut s, 2).await, [ACK, ACK]);
     // After the handshake (600 ms), one byte every 150 ms of a long frame.
@@ -140,7 +127,7 @@ async fn slow_drip_of_one_frame_is_cut_off() {
     replies.extend(read_to_end(&mut s).await);
     assert_eq!(replies, [NAK]);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(std::fs::read(dir.path().join("messages.log")).unwrap(), b"");
+    assert_eq!(server.log(), b"");
 }
 
 //= spec/protocol.md#limits
@@ -149,14 +136,14 @@ async fn slow_drip_of_one_frame_is_cut_off() {
 //# connection and close it, without affecting existing connections.
 #[tokio::test]
 async fn connection_limit_refuses_new_connections_only() {
-    let (server, _dir) = start(Limits {
+    let server = Harness::start_with(Limits {
         max_connections: 10,
         ..Limits::default()
     })
     .await;
     let mut held = Vec::new();
     for i in 0..10 {
-        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
         s.write_all(&login(format!("held{i}").as_bytes()))
             .await
             .unwrap();
@@ -164,7 +151,7 @@ async fn connection_limit_refuses_new_connections_only() {
         held.push(s);
     }
     for i in 0..6 {
-        let mut extra = TcpStream::connect(server.addr).await.unwrap();
+        let mut extra = TcpStream::connect(server.addr()).await.unwrap();
         if i % 2 == 1 {
             // Bytes already sent must not turn the refusal into a reset.
             extra.write_all(&login(b"extra")).await.unwrap();
@@ -183,7 +170,7 @@ async fn connection_limit_refuses_new_connections_only() {
     assert_eq!(exchange_until_close(&mut first, &[0x04]).await, [ACK]);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        let mut s = TcpStream::connect(server.addr()).await.unwrap();
         s.write_all(&login(b"newcomer")).await.unwrap();
         let mut two = [0u8; 2];
         let n = s.read(&mut two).await.unwrap();
@@ -310,12 +297,12 @@ async fn client_that_never_reads_is_throttled_not_buffered() {
 //# the idle timeout.
 #[tokio::test]
 async fn idle_connection_is_closed_after_the_idle_timeout() {
-    let (server, _dir) = start(Limits {
+    let server = Harness::start_with(Limits {
         idle_timeout: Duration::from_millis(500),
         ..Limits::default()
     })
     .await;
-    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let mut s = TcpStream::connect(server.addr()).await.unwrap();
     s.write_all(&login(b"sleepy")).await.unwrap();
     let started = Instant::now();
     let replies = read_to_end(&mut s).await;

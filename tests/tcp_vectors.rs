@@ -4,32 +4,23 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::tcp::Harness;
 use common::vectors::{self, ClosedBy, SessionVector};
-use msglog::server::{Config, Limits, TestServer};
+use msglog::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn run(vector: &SessionVector, sizes: &[usize], way: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("messages.log");
-    let limits = Limits {
+    let h = Harness::start_with(Limits {
         max_payload: vector.max_payload.unwrap_or(Limits::default().max_payload),
         ..Limits::default()
-    };
-    let server = TestServer::start_with(Config {
-        bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        log_path: log_path.clone(),
-        limits,
-        ..Config::default()
     })
-    .await
-    .unwrap();
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    .await;
+    let mut stream = TcpStream::connect(h.addr()).await.unwrap();
     stream.set_nodelay(true).unwrap();
     let (mut rd, mut wr) = stream.split();
     let send = async {
@@ -63,8 +54,7 @@ async fn run(vector: &SessionVector, sizes: &[usize], way: &str) {
     assert_eq!(replies, vector.replies, "{} ({way}): replies", vector.id);
     // Our end of stream ends the server's linger at once.
     drop(stream);
-    server.stop().await.unwrap();
-    let log = std::fs::read(&log_path).unwrap();
+    let log = h.stop_raw().await;
     assert_eq!(
         String::from_utf8_lossy(&log),
         String::from_utf8_lossy(&vector.log_bytes()),

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use msglog::proto::Frame;
-use msglog::server::TestServer;
+use msglog::proto::Record;
+use msglog::server::{Config, Limits, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,14 +20,56 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Harness {
+        Harness::start_with(Limits::default()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("messages.log");
-        let server = TestServer::start(&log_path).await.unwrap();
+        let server = TestServer::start_with(Config {
+            bind: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            log_path: log_path.clone(),
+            limits,
+            ..Config::default()
+        })
+        .await
+        .unwrap();
         Harness {
             server,
             log_path,
             _dir: dir,
         }
+    }
+
+    /// The records in the log now. Acks come after the write, so every
+    /// acknowledged message is here.
+    pub fn records(&self) -> Vec<Record> {
+        msglog::proto::records(&self.log())
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Stops the server (it writes everything it accepted first) and returns
+    /// the final records: nothing can be added to them afterwards.
+    pub async fn stop(self) -> Vec<Record> {
+        let log = self.stop_raw().await;
+        msglog::proto::records(&log)
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Like `stop`, returning the log's bytes as they are.
+    pub async fn stop_raw(self) -> Vec<u8> {
+        let Harness {
+            server,
+            log_path,
+            _dir,
+        } = self;
+        tokio::time::timeout(TIMEOUT, server.stop())
+            .await
+            .expect("server did not stop")
+            .unwrap();
+        std::fs::read(&log_path).unwrap_or_default()
     }
 
     pub fn addr(&self) -> SocketAddr {
