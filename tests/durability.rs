@@ -1,60 +1,23 @@
 //! No acknowledged message is ever lost: kill -9 at random moments, graceful
 //! shutdown, and a disk that fills up. These run `msglog serve` as a process.
 
+mod common;
+
+use common::process::{serve_process, ServeProcess};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use msglog::proto::{records, Frame};
 
-const BIN: &str = env!("CARGO_BIN_EXE_msglog");
-
-struct Server {
-    child: Child,
-    port: u16,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(log: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1", "0", "--log"])
-        .arg(log)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server did not start");
-    let port = first
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first}"));
-    Server { child, port, lines }
+fn serve(log: &Path, extra: &[&str]) -> ServeProcess {
+    let mut args = vec!["--log", log.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    serve_process(log.parent().unwrap(), 0, &args)
 }
 
 fn bytes_of(fs: &[Frame]) -> Vec<u8> {

@@ -1,53 +1,16 @@
 //! `msglog serve` as a process: start-up line, errors and exit codes,
 //! restart on the same port, signals.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::process::{serve_process, signal, ServeProcess, BIN};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_msglog");
-
-struct Running {
-    child: Child,
-    port: u16,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn forward_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn start(dir: &Path, port: u16, extra: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
-        .args(["serve", "--bind", "127.0.0.1"])
-        .arg(port.to_string())
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = forward_lines(child.stdout.take().unwrap());
+fn start(dir: &Path, port: u16, extra: &[&str]) -> ServeProcess {
     //= spec/protocol.md#diagnostics
     //= type=test
     //# The first line the server prints MUST name the addresses it listens on
@@ -56,16 +19,13 @@ fn start(dir: &Path, port: u16, extra: &[&str]) -> Running {
     //= type=test
     //# The server MUST write each diagnostic line as soon as it happens, also
     //# when its output is not a terminal.
-    let first = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("no start-up line within 10 s while stdout is a pipe");
-    let port = first
-        .strip_prefix("msglog listening on 127.0.0.1:")
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-    assert!(first.ends_with(", log messages.log"), "{first}");
-    Running { child, port, lines }
+    let server = serve_process(dir, port, extra);
+    assert!(
+        server.first_line.ends_with(", log messages.log"),
+        "{}",
+        server.first_line
+    );
+    server
 }
 
 fn session(port: u16, name: &str, message: &str) -> Vec<u8> {
@@ -80,15 +40,6 @@ fn wait_for_exit(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("server did not exit within 10 s");
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} failed");
 }
 
 //= spec/protocol.md#listening

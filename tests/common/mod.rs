@@ -3,6 +3,7 @@
 // Each test crate uses only part of these helpers; the rest would warn.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod tcp;
 pub mod vectors;
 pub mod watchdog;
