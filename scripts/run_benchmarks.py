@@ -98,7 +98,7 @@ class Server:
 
 
 def run_once(binary, case, duration, quiet_wait):
-    server = Server(binary, case.get("fsync", False))
+    server = Server(binary, case.get("fsync", False), case.get("server_args", ()))
     try:
         pid = server.proc.pid
         foreign_before = wait_quiet(quiet_wait, [pid])
@@ -180,6 +180,12 @@ def cases(quick):
     for fsync_case in [("50 conns, window 16", 50, 16), ("50 conns, ping-pong", 50, 1), ("1 conn, ping-pong", 1, 1)]:
         out.append(dict(group="fsync", name=fsync_case[0] + ", --fsync", conns=fsync_case[1],
                         window=fsync_case[2], size=64, fsync=True))
+    # Busy-polling (on by default) against a server with it turned off, in
+    # the same run: latency, and the CPU it costs.
+    for conns in [1, 2, 50]:
+        for busy_poll in ["0", "50"]:
+            out.append(dict(group="busy-poll", name=f"{conns} conns, ping-pong, --busy-poll-us {busy_poll}",
+                            conns=conns, window=1, size=64, server_args=["--busy-poll-us", busy_poll]))
     if not quick:
         for window in [1, 16]:
             for conns in [1, 10, 100, 1000, 10_000]:

@@ -14,10 +14,27 @@ use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn run(vector: &SessionVector, sizes: &[usize], way: &str) {
+/// How the server waits for each read.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// The default: busy-poll briefly after each reply, then sleep.
+    Default,
+    /// Only the runtime's readiness events.
+    NoBusyPoll,
+    /// Busy-poll long enough to catch every write of the client directly.
+    BusyPoll,
+}
+
+async fn run(vector: &SessionVector, sizes: &[usize], way: &str, wait: Wait) {
+    let defaults = Limits::default();
     let h = Harness::start_with(Limits {
-        max_payload: vector.max_payload.unwrap_or(Limits::default().max_payload),
-        ..Limits::default()
+        max_payload: vector.max_payload.unwrap_or(defaults.max_payload),
+        busy_poll: match wait {
+            Wait::Default => defaults.busy_poll,
+            Wait::NoBusyPoll => Duration::ZERO,
+            Wait::BusyPoll => Duration::from_millis(100),
+        },
+        ..defaults
     })
     .await;
     let mut stream = TcpStream::connect(h.addr()).await.unwrap();
@@ -68,15 +85,16 @@ async fn every_vector_over_tcp() {
     let all = vectors::sessions();
     assert!(all.len() >= 40, "only {} vectors", all.len());
     for vector in &all {
-        run(vector, &[vector.client.len()], "whole").await;
-        run(
-            vector,
-            &vectors::frame_part_sizes(&vector.client),
-            "tag/length/payload",
-        )
-        .await;
+        let whole = [vector.client.len()];
+        run(vector, &whole, "whole", Wait::Default).await;
+        run(vector, &whole, "whole, no busy-poll", Wait::NoBusyPoll).await;
+        let parts = vectors::frame_part_sizes(&vector.client);
+        run(vector, &parts, "tag/length/payload", Wait::Default).await;
         if vector.client.len() <= 256 {
-            run(vector, &vec![1; vector.client.len()], "one byte at a time").await;
+            let bytes = vec![1; vector.client.len()];
+            run(vector, &bytes, "one byte at a time", Wait::Default).await;
+            let way = "one byte at a time, busy-polled";
+            run(vector, &bytes, way, Wait::BusyPoll).await;
         }
     }
 }

@@ -8,10 +8,18 @@
 //! call, and all its replies leave in one write. An idle connection thus owns
 //! no read or record buffer. Timers are re-armed lazily: a read only notes
 //! the time, and the timer, when it fires early, moves itself forward.
+//!
+//! Latency: with few connections, one that has just replied busy-polls its
+//! socket for the next frame (reading it directly, yielding between tries)
+//! for up to `Limits::busy_poll`, as long as its client has been answering
+//! within that time. On a VM, letting the CPU go idle and waking it again
+//! costs more than the whole exchange.
 
 use std::cell::RefCell;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -67,6 +75,9 @@ pub(crate) struct Connection {
     /// The peer address as the JSON log writes it; made once.
     peer_text: String,
     stats: Arc<Stats>,
+    /// Whether to busy-poll for the next frame after replying: true while
+    /// the client's next frame has been coming within the busy-poll budget.
+    busy_poll_pays: bool,
 }
 
 /// What one read brought.
@@ -123,6 +134,7 @@ impl Connection {
                 LogFormat::Text => String::new(),
             },
             stats,
+            busy_poll_pays: true,
         }
     }
 
@@ -161,6 +173,7 @@ impl Connection {
     async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) -> End {
         let accepted = Instant::now();
         let mut last_read = accepted;
+        let mut last_reply = accepted;
         let mut shutdown_deadline: Option<Instant> = None;
         let mut partial_since: Option<Instant> = None;
         // One timer for the whole connection, armed for the earliest deadline
@@ -199,8 +212,11 @@ impl Connection {
                 armed = deadline;
             }
 
+            let busy_poll = self.should_busy_poll();
             let input = tokio::select! {
-                input = std::future::poll_fn(|cx| self.poll_input(cx)) => match input {
+                // While busy-polling, this future yields after every attempt,
+                // so the select polls the timer and the shutdown each time.
+                input = self.next_input(busy_poll) => match input {
                     Ok(input) => input,
                     Err(e) => return End::Io(e),
                 },
@@ -248,7 +264,12 @@ impl Connection {
                 //# discard the partial frame without replying or writing to the log.
                 Input::Eof => return End::ClientEndedMidFrame(self.buf.len()),
             };
+            let replied_before = last_reply;
             last_read = Instant::now();
+            // Busy-polling pays only when the client answers quickly; a slow
+            // client is waited for the cheap way until it speeds up again.
+            self.busy_poll_pays =
+                last_read.saturating_duration_since(replied_before) <= self.limits.busy_poll;
             if let Some(staged) = append {
                 match self.log.outcome(staged).await {
                     Ok(()) => self.stats.appended(appended.0, appended.1),
@@ -273,6 +294,7 @@ impl Connection {
                     self.replies = Vec::new();
                 }
             }
+            last_reply = Instant::now();
             if let Some(end) = end {
                 return end;
             }
@@ -320,14 +342,87 @@ impl Connection {
     /// Waits for bytes and runs every complete frame among them through the
     /// core, all within one poll so that the per-thread buffers can be used.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Input>> {
-        SCRATCH.with_borrow_mut(|scratch| {
+        self.input_from(|stream, scratch| {
             let mut read = ReadBuf::new(scratch);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+            match Pin::new(stream).poll_read(cx, &mut read) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+            }
+        })
+    }
+
+    /// The next read's input: first by busy-polling, if asked to and the
+    /// budget allows, then by waiting for the runtime's readiness event.
+    async fn next_input(&mut self, busy_poll: bool) -> std::io::Result<Input> {
+        if busy_poll {
+            if let Some(input) = self.busy_poll().await {
+                return input;
+            }
+        }
+        std::future::poll_fn(|cx| self.poll_input(cx)).await
+    }
+
+    /// Whether to spin for the next frame instead of sleeping until the
+    /// runtime reports it: only for a client that answers quickly, and only
+    /// while there are no more connections than worker threads, so that a
+    /// spinning connection never keeps a busy worker from other work.
+    fn should_busy_poll(&self) -> bool {
+        self.busy_poll_pays && self.busy_poll_allowed()
+    }
+
+    fn busy_poll_allowed(&self) -> bool {
+        !self.limits.busy_poll.is_zero()
+            && self.stats.connections_open.load(Relaxed) <= self.limits.busy_poll_connections as u64
+    }
+
+    /// Reads the socket directly, without waiting for the runtime's readiness
+    /// event, until bytes come or the busy-poll budget is spent (`None`).
+    /// Between attempts the task yields, so other tasks and the runtime's
+    /// own I/O polling still run; the CPU just never goes idle. On a VM an
+    /// idle CPU halts, and waking it costs more than the whole exchange.
+    async fn busy_poll(&mut self) -> Option<std::io::Result<Input>> {
+        let start = std::time::Instant::now();
+        self.stats.busy_polls.fetch_add(1, Relaxed);
+        loop {
+            let polled = self.input_from(|stream, scratch| {
+                match (&*socket2::SockRef::from(&*stream)).read(scratch) {
+                    Ok(n) => Poll::Ready(Ok(n)),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            });
+            if let Poll::Ready(input) = polled {
+                self.stats.busy_poll_hits.fetch_add(1, Relaxed);
+                return Some(input);
+            }
+            if start.elapsed() >= self.limits.busy_poll || !self.busy_poll_allowed() {
+                return None;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Reads once with `read` into the per-thread buffer and runs every
+    /// complete frame through the core.
+    fn input_from(
+        &mut self,
+        read: impl FnOnce(&mut TcpStream, &mut [u8]) -> Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<Input>> {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let len = match read(&mut self.stream, scratch) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let bytes = read.filled();
+                Poll::Ready(Ok(len)) => len,
+            };
+            let bytes = &scratch[..len];
             if bytes.is_empty() {
                 return Poll::Ready(Ok(Input::Eof));
             }

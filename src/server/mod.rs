@@ -34,6 +34,11 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_payload: usize,
+    /// How long a connection that has just replied keeps polling its socket
+    /// for the next frame before it sleeps; zero turns busy-polling off.
+    pub busy_poll: Duration,
+    /// Busy-poll only while at most this many connections are open.
+    pub busy_poll_connections: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +52,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(5),
             max_payload: MAX_PAYLOAD_LEN,
+            busy_poll: Duration::from_micros(50),
+            busy_poll_connections: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -87,6 +94,7 @@ pub struct Server {
     log_thread: std::thread::JoinHandle<()>,
     recovery: Option<Recovery>,
     config: Config,
+    stats: Arc<Stats>,
 }
 
 impl Server {
@@ -110,6 +118,7 @@ impl Server {
             log_thread,
             recovery,
             config,
+            stats: Arc::new(Stats::default()),
         })
     }
 
@@ -120,6 +129,11 @@ impl Server {
     /// The torn record cut off the log when it was opened, if any.
     pub fn recovery(&self) -> Option<Recovery> {
         self.recovery
+    }
+
+    /// The server's live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// A handle that reopens the log (for SIGHUP) without keeping it open.
@@ -136,6 +150,7 @@ impl Server {
             log,
             log_thread,
             config,
+            stats,
             ..
         } = self;
         let limits = Arc::new(config.limits);
@@ -145,7 +160,6 @@ impl Server {
         // Every connection task holds a clone; when all are dropped, every
         // connection has ended (mini-redis's shutdown pattern).
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-        let stats = Arc::new(Stats::default());
         if let Some(every) = config.stats_interval {
             tokio::spawn(stats::report_every(stats.clone(), every, stop_rx.clone()));
         }
@@ -189,6 +203,7 @@ impl Server {
 /// A server on 127.0.0.1 with a free port, for tests and doc examples.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
 }
@@ -207,12 +222,14 @@ impl TestServer {
     pub async fn start_with(config: Config) -> Result<TestServer, ServeError> {
         let server = Server::bind(config).await?;
         let addr = server.local_addrs()[0];
+        let stats = server.stats();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(server.run_until(async {
             let _ = stopped.await;
         }));
         Ok(TestServer {
             addr,
+            stats,
             stop: Some(stop),
             task: Some(task),
         })

@@ -13,6 +13,10 @@ pub struct Stats {
     pub messages: AtomicU64,
     pub message_bytes: AtomicU64,
     pub rejected: AtomicU64,
+    /// Times a connection started busy-polling for its next frame, and
+    /// times the frame came while it did.
+    pub busy_polls: AtomicU64,
+    pub busy_poll_hits: AtomicU64,
 }
 
 impl Stats {
@@ -58,6 +62,8 @@ pub(crate) async fn report_every(
             bytes_per_s = ((b - bytes) as f64 / secs).round() as u64,
             messages_total = m,
             rejected_total = stats.rejected.load(Relaxed),
+            busy_polls_total = stats.busy_polls.load(Relaxed),
+            busy_poll_hits_total = stats.busy_poll_hits.load(Relaxed),
             "stats"
         );
         (messages, bytes) = (m, b);
