@@ -11,6 +11,10 @@ taking CPU from the server and the load generator. Python standard library only.
 
     cargo build --release
     python3 scripts/run_benchmarks.py --out benchmarks/results.json
+
+The "baseline" cases run the same load against benchmarks/baseline_server.c
+(the original C server's I/O design, compiled here with gcc), so that every
+run carries a comparison measured on the same machine at the same time.
     python3 scripts/plot_benchmarks.py benchmarks/results.json benchmarks/scaling.svg
 """
 
@@ -72,10 +76,24 @@ def priority():
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
 
 
+BASELINE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks",
+                               "baseline_server.c")
+
+
+def build_baseline(directory):
+    out = os.path.join(directory, "baseline_server")
+    subprocess.run(["gcc", "-O2", "-o", out, BASELINE_SOURCE], check=True)
+    return out
+
+
 class Server:
-    def __init__(self, binary, fsync, extra=()):
+    def __init__(self, binary, fsync, extra=(), baseline=None):
         self.dir = tempfile.mkdtemp(prefix="msglog-bench-")
-        args = [binary, "serve", "0", "--bind", "127.0.0.1", "--log", os.path.join(self.dir, "m.log")]
+        log = os.path.join(self.dir, "m.log")
+        if baseline:
+            args = [baseline, "0", log]
+        else:
+            args = [binary, "serve", "0", "--bind", "127.0.0.1", "--log", log]
         if fsync:
             args.append("--fsync")
         args.extend(extra)
@@ -97,8 +115,12 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+BASELINE = None
+
+
 def run_once(binary, case, duration, quiet_wait):
-    server = Server(binary, case.get("fsync", False), case.get("server_args", ()))
+    server = Server(binary, case.get("fsync", False), case.get("server_args", ()),
+                    BASELINE if case.get("baseline") else None)
     try:
         pid = server.proc.pid
         foreign_before = wait_quiet(quiet_wait, [pid])
@@ -177,6 +199,8 @@ def cases(quick):
     out.append(dict(group="target", name="1 conn, ping-pong", conns=1, window=1, **target))
     out.append(dict(group="target", name="10,000 conns, each sending", conns=10_000, window=1,
                     duration=10, hold=4, **target))
+    for case in [c for c in out if c["group"] == "target"]:
+        out.append(dict(case, group="target-baseline", name="baseline: " + case["name"], baseline=True))
     for fsync_case in [("50 conns, window 16", 50, 16), ("50 conns, ping-pong", 50, 1), ("1 conn, ping-pong", 1, 1)]:
         out.append(dict(group="fsync", name=fsync_case[0] + ", --fsync", conns=fsync_case[1],
                         window=fsync_case[2], size=64, fsync=True))
@@ -248,6 +272,9 @@ def main():
         with open(args.out) as f:
             results["cases"] = [c for c in json.load(f)["cases"]]
     selected = [c for c in cases(args.quick) if not args.only or args.only in c["group"] or args.only in c["name"]]
+    global BASELINE
+    if any(c.get("baseline") for c in selected):
+        BASELINE = build_baseline(tempfile.mkdtemp(prefix="msglog-baseline-"))
     for case in selected:
         runs = []
         for i in range(args.runs):
