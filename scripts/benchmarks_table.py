@@ -62,8 +62,10 @@ def main():
         "conns-w16": "Scaling with connections, window 16",
         "conns-w1": "Scaling with connections, ping-pong",
         "size": "Scaling with message size (50 connections, window 16)",
+        "target-baseline": "Targets against the baseline server (benchmarks/baseline_server.c), same run",
+        "busy-poll": "Busy-polling on (default) and off, same run",
     }
-    for group in ["target", "fsync", "conns-w16", "conns-w1", "size"]:
+    for group in ["target", "target-baseline", "busy-poll", "fsync", "conns-w16", "conns-w1", "size"]:
         if group in groups:
             print(f"### {titles[group]}\n")
             print(table(groups[group]))
