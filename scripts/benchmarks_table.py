@@ -73,7 +73,7 @@ def main():
     for c in results["cases"]:
         if c["median"].get("idle_bytes_per_conn"):
             runs = c["runs"]
-            print(f"Idle: {c['conns']:,} authenticated idle connections took "
+            print(f"Idle ({c['name']}): {c['conns']:,} authenticated idle connections took "
                   f"{c['median']['idle_bytes_per_conn']:,.0f} bytes of server RSS each (median; runs: "
                   + ", ".join(f"{r['idle_bytes_per_conn']:,.0f}" for r in runs)
                   + f"); RSS before {runs[0]['server_rss_before_kib'] / 1024:.1f} MiB, "

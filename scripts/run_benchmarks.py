@@ -248,7 +248,7 @@ def main():
     ap.add_argument("--out", default="benchmarks/results.json")
     ap.add_argument("--runs", type=int, default=3, help="runs per case; the report gives the median")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per run")
-    ap.add_argument("--quick", action="store_true", help="only the targets and --fsync, no scaling")
+    ap.add_argument("--quick", action="store_true", help="only the targets (and baseline), busy-poll and --fsync cases, no scaling")
     ap.add_argument("--only", help="run only cases whose group or name contains this")
     ap.add_argument("--quiet-wait", type=float, default=120.0,
                     help="seconds to wait for an idle machine before each run")
