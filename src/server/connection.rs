@@ -365,8 +365,8 @@ impl Connection {
 
     /// Whether to spin for the next frame instead of sleeping until the
     /// runtime reports it: only for a client that answers quickly, and only
-    /// while there are no more connections than worker threads, so that a
-    /// spinning connection never keeps a busy worker from other work.
+    /// while no more connections are open than there are CPUs, so that
+    /// spinning only uses a CPU that would otherwise sit idle.
     fn should_busy_poll(&self) -> bool {
         self.busy_poll_pays && self.busy_poll_allowed()
     }
