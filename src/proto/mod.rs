@@ -2,7 +2,9 @@
 //! runner that ties them together over an in-memory log. No tokio, no
 //! clock, no sockets: time and peer addresses come in as arguments.
 
+pub mod assembler;
 pub mod check;
+pub mod engine;
 pub mod frame;
 pub mod jsonl;
 pub mod machine;

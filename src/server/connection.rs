@@ -1,13 +1,17 @@
-//! One connection: read -> parse -> step -> append -> reply -> close.
-//! Every protocol decision is the core's; this file only carries them out.
+//! One connection's IO: the socket, the per-thread scratch buffers,
+//! busy-polling, handing records to the log writer, writing replies, and
+//! sleeping until the engine's next deadline. Every protocol decision
+//! (framing, the state table, pipelining, backpressure, timeouts, shutdown)
+//! is the session engine's (`proto::engine`); this file carries them out.
 //!
-//! Performance: a read goes into a per-thread scratch buffer and every
-//! complete frame in it is run through the core at once; only a trailing
-//! partial frame is copied into the connection's own buffer. The batch's
-//! records are encoded into a per-thread buffer and staged with the log in one
-//! call, and all its replies leave in one write. An idle connection thus owns
-//! no read or record buffer. Timers are re-armed lazily: a read only notes
-//! the time, and the timer, when it fires early, moves itself forward.
+//! Performance: a read goes into a per-thread scratch buffer and the engine
+//! takes every complete frame in it without copying; only a trailing partial
+//! frame is kept by the engine. The batch's records are encoded into a
+//! per-thread buffer and staged with the log in one call, and all its
+//! replies leave in one write. An idle connection thus owns no read or record
+//! buffer. The timer is re-armed lazily: it only moves earlier when the
+//! engine's next deadline does, and when it fires early it moves to the
+//! engine's current one.
 //!
 //! Latency: with few connections, one that has just replied busy-polls its
 //! socket for the next frame (reading it directly, yielding between tries)
@@ -22,30 +26,23 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::sleep_until;
 
-use crate::proto::frame::{parse_frame_limited, Parsed, HEADER_LEN};
-use crate::proto::machine::{fail, step, Effect, Response, State, Violation};
+use crate::proto::engine::{AppendSink, End, Engine, Processed, Settings};
 use crate::proto::record::encode_record;
 use crate::proto::{encode_json_record, JsonContext, LogFormat};
 
-use super::log_writer::{AppendError, LogWriter, Staged};
+use super::log_writer::{LogWriter, Staged};
 use super::{Limits, Stats};
 
 /// Size of each thread's read buffer: one read takes this many bytes of
 /// pipelined frames at most.
 const SCRATCH_LEN: usize = 64 * 1024;
-/// A buffer this large is given back once it is empty, so a connection that
-/// once sent a 64 KiB message does not keep 64 KiB while idle.
-const SHRINK_ABOVE: usize = 16 * 1024;
-/// Reply buffers above this are given back once the replies are sent.
-const REPLIES_KEEP: usize = 1024;
 
 thread_local! {
     /// Where every read lands; used only within one poll, so every
@@ -63,12 +60,7 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 pub(crate) struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
-    state: State,
-    /// A partial frame (and what follows it) waiting for more bytes.
-    buf: BytesMut,
-    replies: Vec<u8>,
-    /// Index in `replies` of the current batch's first MSG ack.
-    first_append_reply: Option<usize>,
+    engine: Engine,
     log: LogWriter,
     limits: Arc<Limits>,
     log_format: LogFormat,
@@ -82,31 +74,45 @@ pub(crate) struct Connection {
 
 /// What one read brought.
 enum Input {
-    /// Bytes, all complete frames in them processed: their replies are in
-    /// `replies`; `append` says whether the batch had records (and how the
-    /// log took them), `end` whether the connection ends after the replies.
+    /// Bytes, all complete frames in them processed by the engine; `append`
+    /// holds the batch's records if it had any.
     Batch {
         append: Option<Staged>,
-        /// Messages and payload bytes in `append`, for the stats.
-        appended: (u64, u64),
-        end: Option<End>,
+        processed: Processed,
     },
     /// End of stream.
     Eof,
 }
 
-/// Why a connection ended, for the closing diagnostic.
-#[derive(Debug)]
-enum End {
-    Closed,
-    Rejected(Violation),
-    ClientEnded,
-    ClientEndedMidFrame(usize),
-    IdleTimeout,
-    /// The client did not read its replies within the idle timeout.
-    NotReading,
-    Shutdown,
+/// How a connection ended, for the closing diagnostic.
+enum Outcome {
+    Ended(End),
     Io(std::io::Error),
+}
+
+/// Encodes each appended message in the log's format into the batch.
+struct RecordEncoder<'a> {
+    records: &'a mut Vec<u8>,
+    format: LogFormat,
+    peer: &'a str,
+    /// Made at most once per batch: the clock is read here, not in the core.
+    json: Option<JsonContext>,
+}
+
+impl AppendSink for RecordEncoder<'_> {
+    fn append(&mut self, name: &[u8], message: &[u8]) {
+        match self.format {
+            LogFormat::Text => encode_record(self.records, name, message),
+            LogFormat::Jsonl => {
+                let peer = self.peer;
+                let context = self.json.get_or_insert_with(|| JsonContext {
+                    timestamp: JsonContext::timestamp_of(SystemTime::now()),
+                    peer: peer.to_owned(),
+                });
+                encode_json_record(self.records, context, name, message);
+            }
+        }
+    }
 }
 
 impl Connection {
@@ -115,6 +121,7 @@ impl Connection {
         peer: SocketAddr,
         log: LogWriter,
         limits: Arc<Limits>,
+        settings: Arc<Settings>,
         log_format: LogFormat,
         stats: Arc<Stats>,
     ) -> Self {
@@ -122,10 +129,7 @@ impl Connection {
         Connection {
             stream,
             peer,
-            state: State::Connected,
-            buf: BytesMut::new(),
-            replies: Vec::new(),
-            first_append_reply: None,
+            engine: Engine::new(settings, Instant::now()),
             log,
             limits,
             log_format,
@@ -143,204 +147,144 @@ impl Connection {
         //# The server MUST report each accepted and each closed connection with the peer's address.
         tracing::info!(peer = %self.peer, "connection accepted");
         self.stats.opened();
-        let end = self.serve(&mut shutdown).await;
+        let outcome = self.serve(&mut shutdown).await;
         self.stats.closed();
-        if matches!(end, End::Rejected(_)) {
-            self.stats
-                .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let peer = self.peer;
+        let end = match outcome {
+            Outcome::Io(e) => {
+                tracing::info!(peer = %peer, error = %e, "connection failed");
+                return;
+            }
+            Outcome::Ended(end) => end,
+        };
         //= spec/protocol.md#diagnostics
         //# The server MUST report each rejection with the name of the rule that was broken.
-        match &end {
+        match end {
             End::Rejected(v) => {
-                tracing::info!(peer = %self.peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
+                self.stats.rejected.fetch_add(1, Relaxed);
+                tracing::info!(peer = %peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
             }
-            End::ClientEndedMidFrame(n) => {
-                tracing::info!(peer = %self.peer, buffered = n, "client ended its stream mid-frame; the partial frame was discarded")
+            End::ClientEndedMidFrame { buffered } => {
+                tracing::info!(peer = %peer, buffered, "client ended its stream mid-frame; the partial frame was discarded")
             }
-            End::Io(e) => tracing::info!(peer = %self.peer, error = %e, "connection failed"),
-            other => tracing::info!(peer = %self.peer, reason = ?other, "connection closed"),
+            other => tracing::info!(peer = %peer, reason = ?other, "connection closed"),
         }
-        if !matches!(
-            end,
-            End::Io(_) | End::ClientEnded | End::ClientEndedMidFrame(_) | End::NotReading
-        ) {
+        if end.lingers() {
             linger_close(&mut self.stream).await;
         }
     }
 
-    async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) -> End {
-        let accepted = Instant::now();
-        let mut last_read = accepted;
-        let mut last_reply = accepted;
-        let mut shutdown_deadline: Option<Instant> = None;
-        let mut partial_since: Option<Instant> = None;
-        // One timer for the whole connection, armed for the earliest deadline
-        // that can apply; when it fires early it is moved to the current one.
-        let timer = sleep_until(accepted + self.limits.handshake_timeout);
+    /// Carries out what the engine asks until it says the connection ends.
+    async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) -> Outcome {
+        let mut last_reply = Instant::now();
+        // One timer for the whole connection, armed for the engine's earliest
+        // deadline; a later deadline leaves it alone (it fires early, and is
+        // then moved to the current one).
+        let timer = sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
-        let mut armed = accepted + self.limits.handshake_timeout;
+        let mut armed: Option<Instant> = None;
         // Created once: registering with the watch on every read would cost
         // a lock shared by all connections.
         let stopping = shutdown.changed();
         tokio::pin!(stopping);
+        let mut shutting_down = false;
         loop {
-            //= spec/protocol.md#timeouts
-            //# The server MUST close a connection that has not completed NAME and
-            //# PASS within the handshake timeout, replying 0xFF.
-            let (deadline, on_timeout) = match (&self.state, partial_since) {
-                (State::Connected | State::Named { .. }, _) => (
-                    accepted + self.limits.handshake_timeout,
-                    Some(Violation::HandshakeTimeout),
-                ),
-                //= spec/protocol.md#timeouts
-                //# The server MUST close a connection whose frame stays incomplete for
-                //# longer than the handshake timeout, replying 0xFF.
-                (_, Some(since)) => (
-                    since + self.limits.handshake_timeout,
-                    Some(Violation::FrameTimeout),
-                ),
-                //= spec/protocol.md#timeouts
-                //# The server MUST close an authenticated connection that sends nothing for
-                //# the idle timeout.
-                (_, None) => (last_read + self.limits.idle_timeout, None),
-            };
-            let deadline = shutdown_deadline.map_or(deadline, |s| s.min(deadline));
-            if deadline < armed {
-                timer.as_mut().reset(deadline);
-                armed = deadline;
+            if let Some(end) = self.engine.poll_close() {
+                return Outcome::Ended(end);
             }
-
+            if let Some(deadline) = self.engine.poll_timeout() {
+                if armed.is_none_or(|a| deadline < a) {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(deadline));
+                    armed = Some(deadline);
+                }
+            }
+            if !self.engine.poll_transmit().is_empty() {
+                // Most often the socket takes the replies at once.
+                match self.stream.try_write(self.engine.poll_transmit()) {
+                    Ok(n) => {
+                        self.engine.transmitted(n, Instant::now());
+                        last_reply = Instant::now();
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Outcome::Io(e),
+                }
+                tokio::select! {
+                    biased;
+                    ready = self.stream.writable() => {
+                        if let Err(e) = ready {
+                            return Outcome::Io(e);
+                        }
+                    }
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        self.engine.handle_timeout(Instant::now());
+                    }
+                    _ = &mut stopping, if !shutting_down => {
+                        shutting_down = true;
+                        self.engine.handle_shutdown(Instant::now());
+                    }
+                }
+                continue;
+            }
+            if !self.engine.wants_input() {
+                // Not closed, nothing to send, and yet no input wanted: the
+                // engine never gets here; say so rather than spin or hang.
+                return Outcome::Io(std::io::Error::other(
+                    "internal error: the session engine waits for nothing",
+                ));
+            }
             let busy_poll = self.should_busy_poll();
             let input = tokio::select! {
                 // While busy-polling, this future yields after every attempt,
                 // so the select polls the timer and the shutdown each time.
                 input = self.next_input(busy_poll) => match input {
                     Ok(input) => input,
-                    Err(e) => return End::Io(e),
+                    Err(e) => return Outcome::Io(e),
                 },
-                () = &mut timer => {
-                    let now = Instant::now();
-                    if now < deadline {
-                        // Armed for an earlier deadline that no longer applies.
-                        timer.as_mut().reset(deadline);
-                        armed = deadline;
-                        continue;
-                    }
-                    //= spec/protocol.md#shutdown
-                    //# A connection whose frame in progress does not complete within the
-                    //# shutdown timeout MUST get 0xFF and be closed.
-                    if shutdown_deadline.is_some_and(|s| s <= now) {
-                        return self.reject(Violation::ShuttingDown).await;
-                    }
-                    return match on_timeout {
-                        Some(v) => self.reject(v).await,
-                        None => End::IdleTimeout,
-                    };
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.engine.handle_timeout(Instant::now());
+                    continue;
                 }
-                changed = &mut stopping, if shutdown_deadline.is_none() => {
-                    let _ = changed;
-                    if self.buf.is_empty() {
-                        return End::Shutdown;
-                    }
-                    // Let the frame in progress finish, within the shutdown timeout.
-                    shutdown_deadline = Some(Instant::now() + self.limits.shutdown_timeout);
+                _ = &mut stopping, if !shutting_down => {
+                    shutting_down = true;
+                    self.engine.handle_shutdown(Instant::now());
                     continue;
                 }
             };
-            let (append, appended, mut end) = match input {
-                Input::Batch {
-                    append,
-                    appended,
-                    end,
-                } => (append, appended, end),
-                //= spec/protocol.md#end-of-stream
-                //# If the stream ends at a frame boundary, the server MUST close the
-                //# connection without sending anything.
-                Input::Eof if self.buf.is_empty() => return End::ClientEnded,
-                //= spec/protocol.md#end-of-stream
-                //# If the stream ends in the middle of a frame, the server MUST
-                //# discard the partial frame without replying or writing to the log.
-                Input::Eof => return End::ClientEndedMidFrame(self.buf.len()),
-            };
-            let replied_before = last_reply;
-            last_read = Instant::now();
+            let read_at = Instant::now();
             // Busy-polling pays only when the client answers quickly; a slow
             // client is waited for the cheap way until it speeds up again.
             self.busy_poll_pays =
-                last_read.saturating_duration_since(replied_before) <= self.limits.busy_poll;
-            if let Some(staged) = append {
-                match self.log.outcome(staged).await {
-                    Ok(()) => self.stats.appended(appended.0, appended.1),
-                    Err(error) => end = Some(self.append_failed(&error)),
+                read_at.saturating_duration_since(last_reply) <= self.limits.busy_poll;
+            match input {
+                Input::Eof => self.engine.handle_eof(),
+                Input::Batch { append: None, .. } => {}
+                Input::Batch {
+                    append: Some(staged),
+                    processed,
+                } => {
+                    let result = self.log.outcome(staged).await;
+                    match &result {
+                        Ok(()) => self
+                            .stats
+                            .appended(processed.appended, processed.appended_bytes),
+                        Err(error) => {
+                            tracing::warn!(peer = %self.peer, error = %error, "append failed; rejecting the message")
+                        }
+                    }
+                    self.engine
+                        .append_done(result.map_err(drop), Instant::now());
                 }
-            }
-            if !self.replies.is_empty() {
-                //= spec/protocol.md#backpressure
-                //# The server MUST NOT read more frames from a connection while
-                //# replies to earlier frames wait to be sent on it.
-                let write = self.stream.write_all(&self.replies);
-                match tokio::time::timeout(self.limits.idle_timeout, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return End::Io(e),
-                    //= spec/protocol.md#backpressure
-                    //# The server MAY close a connection whose client has not read its
-                    //# waiting replies within the idle timeout.
-                    Err(_) => return End::NotReading,
-                }
-                self.replies.clear();
-                if self.replies.capacity() > REPLIES_KEEP {
-                    self.replies = Vec::new();
-                }
-            }
-            last_reply = Instant::now();
-            if let Some(end) = end {
-                return end;
-            }
-            if self.buf.is_empty() {
-                partial_since = None;
-                if self.buf.capacity() > SHRINK_ABOVE {
-                    self.buf = BytesMut::new();
-                }
-                if shutdown_deadline.is_some() {
-                    return End::Shutdown;
-                }
-            } else if partial_since.is_none() {
-                partial_since = Some(last_read);
             }
         }
     }
 
-    async fn reject(&mut self, violation: Violation) -> End {
-        let state = std::mem::replace(&mut self.state, State::Closed);
-        let (next, response, _) = fail(state, violation);
-        self.state = next;
-        if let Some(byte) = response.byte() {
-            if let Err(e) = self.stream.write_all(&[byte]).await {
-                return End::Io(e);
-            }
-        }
-        End::Rejected(violation)
-    }
-
-    /// The batch's records could not be written: its first MSG is rejected
-    /// and nothing after it is replied.
-    fn append_failed(&mut self, error: &AppendError) -> End {
-        tracing::warn!(peer = %self.peer, error = %error, "append failed; rejecting the message");
-        if let Some(first) = self.first_append_reply.take() {
-            self.replies.truncate(first);
-        }
-        let state = std::mem::replace(&mut self.state, State::Closed);
-        let (next, response, _) = fail(state, Violation::AppendFailed);
-        self.state = next;
-        self.replies.extend(response.byte());
-        self.buf.clear();
-        End::Rejected(Violation::AppendFailed)
-    }
-
-    /// Waits for bytes and runs every complete frame among them through the
-    /// core, all within one poll so that the per-thread buffers can be used.
+    /// Waits for bytes and runs them through the engine, all within one
+    /// poll so that the per-thread buffers can be used.
     fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Input>> {
         self.input_from(|stream, scratch| {
             let mut read = ReadBuf::new(scratch);
@@ -382,7 +326,7 @@ impl Connection {
     /// own I/O polling still run; the CPU just never goes idle. On a VM an
     /// idle CPU halts, and waking it costs more than the whole exchange.
     async fn busy_poll(&mut self) -> Option<std::io::Result<Input>> {
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         self.stats.busy_polls.fetch_add(1, Relaxed);
         loop {
             let polled = self.input_from(|stream, scratch| {
@@ -410,8 +354,8 @@ impl Connection {
         }
     }
 
-    /// Reads once with `read` into the per-thread buffer and runs every
-    /// complete frame through the core.
+    /// Reads once with `read` into the per-thread buffer, runs the bytes
+    /// through the engine, and stages the batch's records with the log.
     fn input_from(
         &mut self,
         read: impl FnOnce(&mut TcpStream, &mut [u8]) -> Poll<std::io::Result<usize>>,
@@ -422,111 +366,25 @@ impl Connection {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(len)) => len,
             };
-            let bytes = &scratch[..len];
-            if bytes.is_empty() {
+            if len == 0 {
                 return Poll::Ready(Ok(Input::Eof));
             }
-            let input = if self.buf.is_empty() {
-                let (consumed, input) = self.process(bytes);
-                if !self.state.is_closed() {
-                    self.buf.extend_from_slice(&bytes[consumed..]);
-                }
-                input
-            } else {
-                // A frame was partial: the new bytes complete it (or not).
-                let mut buf = std::mem::take(&mut self.buf);
-                buf.extend_from_slice(bytes);
-                let (consumed, input) = self.process(&buf);
-                buf.advance(consumed);
-                self.buf = buf;
-                input
-            };
-            if self.state.is_closed() {
-                // Bytes after the closing frame are never processed.
-                self.buf.clear();
-            }
-            Poll::Ready(Ok(input))
-        })
-    }
-
-    /// Runs every complete frame at the start of `bytes` through the core,
-    /// stages the batch's records with the log in one call, and leaves the
-    /// replies in `self.replies` in frame order. Returns how many bytes it
-    /// consumed; with the connection closed, the rest is never processed.
-    fn process(&mut self, mut bytes: &[u8]) -> (usize, Input) {
-        let total = bytes.len();
-        let mut end = None;
-        let (mut appended, mut appended_bytes) = (0u64, 0u64);
-        // Made at most once per batch: the clock is read here, not in the core.
-        let mut json_context: Option<JsonContext> = None;
-        // Index in `replies` of the first MSG ack of this batch: if the append
-        // fails, that MSG is the one rejected and nothing after it is replied.
-        self.first_append_reply = None;
-        RECORDS.with_borrow_mut(|records| {
-            records.clear();
-            while !self.state.is_closed() {
-                let state = std::mem::replace(&mut self.state, State::Closed);
-                let (next, response, effect, consumed) =
-                    match parse_frame_limited(bytes, self.limits.max_payload) {
-                        Ok(Parsed::Complete { frame, len }) => {
-                            let (next, response, effect) = step(state, frame);
-                            let effect = match effect {
-                                Some(Effect::Append { name, message }) => {
-                                    self.first_append_reply.get_or_insert(self.replies.len());
-                                    appended += 1;
-                                    appended_bytes += message.len() as u64;
-                                    match self.log_format {
-                                        LogFormat::Text => encode_record(records, &name, message),
-                                        LogFormat::Jsonl => {
-                                            let context =
-                                                json_context.get_or_insert_with(|| JsonContext {
-                                                    timestamp: JsonContext::timestamp_of(
-                                                        SystemTime::now(),
-                                                    ),
-                                                    peer: self.peer_text.clone(),
-                                                });
-                                            encode_json_record(records, context, &name, message);
-                                        }
-                                    }
-                                    None
-                                }
-                                other => other.map(|_| ()),
-                            };
-                            (next, response, effect, len)
-                        }
-                        Ok(Parsed::Partial { .. }) => {
-                            self.state = state;
-                            break;
-                        }
-                        Err(e) => {
-                            let violation = match e {
-                                crate::proto::FrameError::PayloadOverLimit { len, max } => {
-                                    Violation::PayloadOverLimit { len, max }
-                                }
-                            };
-                            let (next, response, effect) = fail(state, violation);
-                            (next, response, effect.map(|_| ()), HEADER_LEN)
-                        }
-                    };
-                bytes = &bytes[consumed.min(bytes.len())..];
-                self.state = next;
-                self.replies.extend(response.byte());
-                match response {
-                    Response::Reject(v) => end = Some(End::Rejected(v)),
-                    Response::Ack if effect.is_some() => end = Some(End::Closed),
-                    _ => {}
-                }
-            }
-            //= spec/protocol.md#acknowledgement
-            //# The server MUST send the 0x00 for a MSG only after the write(2) that
-            //# appends its record to the log has returned.
-            let append = (!records.is_empty()).then(|| self.log.stage(records));
-            let input = Input::Batch {
-                append,
-                appended: (appended, appended_bytes),
-                end,
-            };
-            (total - bytes.len(), input)
+            RECORDS.with_borrow_mut(|records| {
+                records.clear();
+                let mut encoder = RecordEncoder {
+                    records,
+                    format: self.log_format,
+                    peer: &self.peer_text,
+                    json: None,
+                };
+                let processed =
+                    self.engine
+                        .handle_input(&scratch[..len], Instant::now(), &mut encoder);
+                // One call hands the whole batch to the log: with no write in
+                // progress it is written before this returns.
+                let append = (processed.appended > 0).then(|| self.log.stage(records));
+                Poll::Ready(Ok(Input::Batch { append, processed }))
+            })
         })
     }
 }
@@ -542,7 +400,7 @@ pub(crate) async fn linger_close(stream: &mut TcpStream) {
     if stream.shutdown().await.is_err() {
         return;
     }
-    let deadline = sleep_until(Instant::now() + LINGER);
+    let deadline = sleep_until(tokio::time::Instant::now() + LINGER);
     tokio::pin!(deadline);
     let mut discarded = 0;
     while discarded < LINGER_MAX_BYTES {
@@ -590,11 +448,14 @@ mod tests {
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let (_stop, stopped) = watch::channel(false);
+        let limits = Limits::default();
+        let settings = Arc::new(limits.session_settings());
         let connection = Connection::new(
             stream,
             peer,
             log,
-            Arc::new(Limits::default()),
+            Arc::new(limits),
+            settings,
             LogFormat::Text,
             Arc::new(Stats::default()),
         );

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use super::connection::{linger_close, Connection};
 use super::log_writer::{LogWriter, OpenError};
 use super::{Limits, Stats};
+use crate::proto::engine::Settings;
 use crate::proto::machine::NAK;
 use crate::proto::LogFormat;
 
@@ -81,6 +82,7 @@ pub(crate) struct Shared {
     pub refusals: Arc<Semaphore>,
     pub log: LogWriter,
     pub limits: Arc<Limits>,
+    pub settings: Arc<Settings>,
     pub log_format: LogFormat,
     pub stats: Arc<Stats>,
     pub stop: watch::Receiver<bool>,
@@ -129,6 +131,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             peer,
             shared.log.clone(),
             shared.limits.clone(),
+            shared.settings.clone(),
             shared.log_format,
             shared.stats.clone(),
         );

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::proto::engine::Settings;
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
 pub use listener::ServeError;
@@ -39,6 +40,18 @@ pub struct Limits {
     pub busy_poll: Duration,
     /// Busy-poll only while at most this many connections are open.
     pub busy_poll_connections: usize,
+}
+
+impl Limits {
+    /// What the session engine of each connection is held to.
+    pub fn session_settings(&self) -> Settings {
+        Settings {
+            max_payload: self.max_payload,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -153,6 +166,7 @@ impl Server {
             stats,
             ..
         } = self;
+        let settings = Arc::new(config.limits.session_settings());
         let limits = Arc::new(config.limits);
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
@@ -172,6 +186,7 @@ impl Server {
                     refusals: refusals.clone(),
                     log: log.clone(),
                     limits: limits.clone(),
+                    settings: settings.clone(),
                     log_format: config.log_format,
                     stats: stats.clone(),
                     stop: stop_rx.clone(),
