@@ -277,9 +277,15 @@ impl Engine {
             return;
         };
         if result.is_err() {
+            // The batch's first MSG is the transaction that failed, whatever
+            // came after it (even a CLOSE): it gets the 0xFF, and the frames
+            // after it never happened.
+            let rejected = Response::Reject(Violation::AppendFailed);
             self.replies.truncate(first_ack);
+            self.replies.extend(rejected.byte());
             self.frames.clear();
-            self.reject_in_progress(Violation::AppendFailed);
+            self.state = State::Closed;
+            self.end = Some(End::Rejected(Violation::AppendFailed));
         }
         self.replies_waiting(now);
         self.shut_down_if_done();
@@ -470,5 +476,316 @@ impl Engine {
             self.state = State::Closed;
             self.end = Some(End::Shutdown);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every timer row of the spec's event table (E5 to E10) on a simulated
+    //! clock: `at(ms)` is a point in time, nothing sleeps.
+
+    use super::*;
+    use crate::proto::frame::Frame;
+    use crate::proto::machine::{ACK, NAK};
+
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(300);
+    const SHUTDOWN: Duration = Duration::from_secs(5);
+
+    #[derive(Default)]
+    struct Log(Vec<(Vec<u8>, Vec<u8>)>);
+
+    impl AppendSink for Log {
+        fn append(&mut self, name: &[u8], message: &[u8]) {
+            self.0.push((name.to_vec(), message.to_vec()));
+        }
+    }
+
+    struct Clock(Instant);
+
+    impl Clock {
+        fn at(&self, ms: u64) -> Instant {
+            self.0 + Duration::from_millis(ms)
+        }
+    }
+
+    fn wire(frames: &[Frame<'_>]) -> Vec<u8> {
+        frames.iter().flat_map(|f| f.to_bytes().unwrap()).collect()
+    }
+
+    fn engine() -> (Engine, Clock, Log) {
+        let clock = Clock(Instant::now());
+        let settings = Settings {
+            max_payload: 65_535,
+            handshake_timeout: HANDSHAKE,
+            idle_timeout: IDLE,
+            shutdown_timeout: SHUTDOWN,
+        };
+        (
+            Engine::new(Arc::new(settings), clock.at(0)),
+            clock,
+            Log::default(),
+        )
+    }
+
+    /// Feeds bytes at `now`, lets the log take every append, and returns
+    /// the replies the shell would send then.
+    fn feed(e: &mut Engine, bytes: &[u8], now: Instant, log: &mut Log) -> Vec<u8> {
+        let processed = e.handle_input(bytes, now, log);
+        if processed.appended > 0 {
+            e.append_done(Ok(()), now);
+        }
+        send_all(e, now)
+    }
+
+    fn send_all(e: &mut Engine, now: Instant) -> Vec<u8> {
+        let out = e.poll_transmit().to_vec();
+        e.transmitted(out.len(), now);
+        out
+    }
+
+    fn logged_in(e: &mut Engine, now: Instant, log: &mut Log) {
+        let login = wire(&[Frame::Name(b"u"), Frame::Pass(b"A")]);
+        assert_eq!(feed(e, &login, now, log), [ACK, ACK]);
+    }
+
+    //= spec/protocol.md#timeouts
+    //= type=test
+    //# The server MUST close a connection that has not completed NAME and
+    //# PASS within the handshake timeout, replying 0xFF.
+    #[test]
+    fn e5_handshake_timeout_in_c_and_in_n() {
+        for named in [false, true] {
+            let (mut e, clock, mut log) = engine();
+            if named {
+                assert_eq!(
+                    feed(
+                        &mut e,
+                        &wire(&[Frame::Name(b"u")]),
+                        clock.at(9_000),
+                        &mut log
+                    ),
+                    [ACK]
+                );
+            }
+            // Counted from the accept, whatever arrived since.
+            assert_eq!(e.poll_timeout(), Some(clock.at(10_000)));
+            e.handle_timeout(clock.at(9_999));
+            assert!(e.poll_transmit().is_empty());
+            assert!(e.poll_close().is_none());
+            e.handle_timeout(clock.at(10_000));
+            assert_eq!(send_all(&mut e, clock.at(10_000)), [NAK]);
+            assert_eq!(
+                e.poll_close(),
+                Some(End::Rejected(Violation::HandshakeTimeout))
+            );
+        }
+    }
+
+    //= spec/protocol.md#timeouts
+    //= type=test
+    //# The server MUST close a connection whose frame stays incomplete for longer than the handshake timeout, replying 0xFF.
+    #[test]
+    fn e6_frame_timeout_counts_from_the_start_of_each_frame() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        let msg = wire(&[Frame::Msg(b"hello")]);
+        // A frame completed in time is fine...
+        feed(&mut e, &msg[..4], clock.at(1_000), &mut log);
+        assert_eq!(e.poll_timeout(), Some(clock.at(11_000)));
+        assert_eq!(feed(&mut e, &msg[4..], clock.at(10_999), &mut log), [ACK]);
+        // ...and the next one gets its own time, from its first byte.
+        feed(&mut e, &msg[..2], clock.at(12_000), &mut log);
+        feed(&mut e, &msg[2..5], clock.at(20_000), &mut log);
+        assert_eq!(e.poll_timeout(), Some(clock.at(22_000)));
+        e.handle_timeout(clock.at(22_000));
+        assert_eq!(send_all(&mut e, clock.at(22_000)), [NAK]);
+        assert_eq!(e.poll_close(), Some(End::Rejected(Violation::FrameTimeout)));
+        assert_eq!(log.0.len(), 1);
+    }
+
+    //= spec/protocol.md#timeouts
+    //= type=test
+    //# The server MUST close an authenticated connection that sends nothing for
+    //# the idle timeout.
+    #[test]
+    fn e7_idle_timeout_closes_without_a_reply() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(2_000), &mut log);
+        assert_eq!(e.poll_timeout(), Some(clock.at(302_000)));
+        feed(
+            &mut e,
+            &wire(&[Frame::Msg(b"x")]),
+            clock.at(100_000),
+            &mut log,
+        );
+        // A timer armed for the earlier deadline fires early: nothing happens.
+        e.handle_timeout(clock.at(302_000));
+        assert!(e.poll_close().is_none());
+        assert_eq!(e.poll_timeout(), Some(clock.at(400_000)));
+        e.handle_timeout(clock.at(400_000));
+        assert!(e.poll_transmit().is_empty());
+        assert_eq!(e.poll_close(), Some(End::IdleTimeout));
+        assert!(End::IdleTimeout.lingers());
+    }
+
+    #[test]
+    fn e8_shutdown_at_a_frame_boundary_closes_at_once() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        e.handle_shutdown(clock.at(1_000));
+        assert!(e.poll_transmit().is_empty());
+        assert_eq!(e.poll_close(), Some(End::Shutdown));
+    }
+
+    //= spec/protocol.md#shutdown
+    //= type=test
+    //# On SIGINT or SIGTERM the server MUST stop accepting connections and let each connection finish the frame in progress within the shutdown timeout.
+    //= spec/protocol.md#shutdown
+    //= type=test
+    //# A connection whose frame in progress does not complete within the shutdown timeout MUST get 0xFF and be closed.
+    #[test]
+    fn e9_shutdown_lets_the_frame_in_progress_finish_in_time() {
+        let msg = wire(&[Frame::Msg(b"last words")]);
+        // Finished in time: acked and logged, then closed.
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        feed(&mut e, &msg[..5], clock.at(1_000), &mut log);
+        e.handle_shutdown(clock.at(2_000));
+        assert!(e.poll_close().is_none());
+        assert!(e.wants_input());
+        assert_eq!(e.poll_timeout(), Some(clock.at(7_000)));
+        assert_eq!(feed(&mut e, &msg[5..], clock.at(6_999), &mut log), [ACK]);
+        assert_eq!(e.poll_close(), Some(End::Shutdown));
+        assert_eq!(log.0, [(b"u".to_vec(), b"last words".to_vec())]);
+        // Not finished in time: 0xFF, nothing logged.
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        feed(&mut e, &msg[..5], clock.at(1_000), &mut log);
+        e.handle_shutdown(clock.at(2_000));
+        e.handle_timeout(clock.at(7_000));
+        assert_eq!(send_all(&mut e, clock.at(7_000)), [NAK]);
+        assert_eq!(e.poll_close(), Some(End::Rejected(Violation::ShuttingDown)));
+        assert!(log.0.is_empty());
+    }
+
+    //= spec/protocol.md#backpressure
+    //= type=test
+    //# The server MUST NOT read more frames from a connection while
+    //# replies to earlier frames wait to be sent on it.
+    //= spec/protocol.md#backpressure
+    //= type=test
+    //# The server MAY close a connection whose client has not read its waiting replies within the idle timeout.
+    #[test]
+    fn e10_a_client_that_does_not_read_its_replies_is_closed() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        let burst = wire(&[Frame::Msg(b"a"), Frame::Msg(b"b"), Frame::Msg(b"c")]);
+        e.handle_input(&burst, clock.at(1_000), &mut log);
+        e.append_done(Ok(()), clock.at(1_000));
+        assert!(!e.wants_input());
+        // The socket took one reply byte only.
+        e.transmitted(1, clock.at(1_000));
+        assert_eq!(e.poll_transmit(), [ACK, ACK]);
+        assert!(!e.wants_input());
+        assert_eq!(e.poll_timeout(), Some(clock.at(301_000)));
+        // Reading some restarts the wait.
+        e.transmitted(1, clock.at(200_000));
+        assert_eq!(e.poll_timeout(), Some(clock.at(500_000)));
+        e.handle_timeout(clock.at(500_000));
+        assert!(e.poll_transmit().is_empty());
+        assert_eq!(e.poll_close(), Some(End::NotReading));
+        assert!(!End::NotReading.lingers());
+    }
+
+    /// The shutdown timeout bounds a stop even when a client does not read
+    /// its replies (it used to wait for the idle timeout).
+    #[test]
+    fn shutdown_is_bounded_when_the_client_does_not_read() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        e.handle_input(&wire(&[Frame::Msg(b"a")]), clock.at(1_000), &mut log);
+        e.append_done(Ok(()), clock.at(1_000));
+        e.handle_shutdown(clock.at(2_000));
+        assert_eq!(e.poll_timeout(), Some(clock.at(7_000)));
+        e.handle_timeout(clock.at(7_000));
+        assert_eq!(e.poll_close(), Some(End::ShutdownNotReading));
+        // The same for a closing reply the client never reads.
+        let (mut e, clock, mut log) = engine();
+        e.handle_input(&[0xEE], clock.at(0), &mut log);
+        e.handle_shutdown(clock.at(1_000));
+        assert_eq!(e.poll_timeout(), Some(clock.at(6_000)));
+        e.handle_timeout(clock.at(6_000));
+        assert_eq!(
+            e.poll_close(),
+            Some(End::Rejected(Violation::UnknownTag(0xEE)))
+        );
+        assert!(e.poll_transmit().is_empty());
+    }
+
+    //= spec/protocol.md#acknowledgement
+    //= type=test
+    //# The server MUST send the 0x00 for a MSG only after the write(2) that
+    //# appends its record to the log has returned.
+    //= spec/protocol.md#msg
+    //= type=test
+    //# If the record of a MSG cannot be appended, the server MUST reply 0xFF and close the connection.
+    #[test]
+    fn acks_wait_for_the_log_and_a_failed_append_rejects_its_first_msg() {
+        let (mut e, clock, mut log) = engine();
+        let stream = wire(&[
+            Frame::Name(b"u"),
+            Frame::Pass(b"A"),
+            Frame::Msg(b"one"),
+            Frame::Msg(b"two"),
+            Frame::Close,
+        ]);
+        let processed = e.handle_input(&stream, clock.at(0), &mut log);
+        assert_eq!(processed.appended, 2);
+        assert_eq!(processed.appended_bytes, 6);
+        // Not even the login's replies go before the log answers.
+        assert!(e.poll_transmit().is_empty());
+        assert_eq!(e.poll_timeout(), None);
+        e.append_done(Err(()), clock.at(1));
+        assert_eq!(send_all(&mut e, clock.at(1)), [ACK, ACK, NAK]);
+        assert_eq!(e.poll_close(), Some(End::Rejected(Violation::AppendFailed)));
+    }
+
+    //= spec/protocol.md#end-of-stream
+    //= type=test
+    //# If the stream ends in the middle of a frame, the server MUST
+    //# discard the partial frame without replying or writing to the log.
+    //= spec/protocol.md#end-of-stream
+    //= type=test
+    //# If the stream ends at a frame boundary, the server MUST close the
+    //# connection without sending anything.
+    #[test]
+    fn end_of_stream_at_and_between_frame_boundaries() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        feed(&mut e, &[3, 5, 0, b'h'], clock.at(1), &mut log);
+        e.handle_eof();
+        assert!(e.poll_transmit().is_empty());
+        assert_eq!(
+            e.poll_close(),
+            Some(End::ClientEndedMidFrame { buffered: 4 })
+        );
+        assert!(log.0.is_empty());
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        e.handle_eof();
+        assert_eq!(e.poll_close(), Some(End::ClientEnded));
+        assert_eq!(e.poll_timeout(), None);
+    }
+
+    #[test]
+    fn bytes_after_the_close_are_counted_not_processed() {
+        let (mut e, clock, mut log) = engine();
+        let mut stream = wire(&[Frame::Name(b"u"), Frame::Close]);
+        stream.extend(wire(&[Frame::Pass(b"A"), Frame::Msg(b"x")]));
+        assert_eq!(feed(&mut e, &stream, clock.at(0), &mut log), [ACK, ACK]);
+        assert_eq!(e.ignored(), 4 + 4);
+        assert_eq!(e.poll_close(), Some(End::Closed));
+        assert!(!e.wants_input());
     }
 }
