@@ -3,7 +3,7 @@
 #
 #   fuzz/smoke.sh [SECONDS] [TARGET...]
 #
-# SECONDS per target (default 60); TARGETs default to all three. Exits
+# SECONDS per target (default 60); TARGETs default to all four. Exits
 # non-zero on the first crash, after printing the failed invariant, the
 # crashing input in hex, and the command that reproduces it. Each run starts
 # from the committed seeds (fuzz/corpus/<target>/seed-*) in a scratch
@@ -14,7 +14,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(frame_parser session record_codec)
+    targets=(frame_parser session engine record_codec)
 fi
 case "$seconds" in
     '' | *[!0-9]*) echo "smoke.sh: SECONDS must be a whole number, got '$seconds'" >&2; exit 2 ;;

@@ -2,13 +2,18 @@
 //!
 //! # Layout
 //!
-//! - [`proto`]: the sans-IO core (frames, state machine, log records,
-//!   in-memory session runner). No tokio, no clock, no sockets.
+//! - [`proto`]: the sans-IO core (frames, state machine, the session
+//!   engine, log records). No tokio, no clock, no sockets.
 //! - [`server`]: the Tokio shell that runs the core over TCP and owns the
 //!   log file.
 //! - [`client`]: async and blocking Rust clients, and `msglog send`.
 //! - [`conform`]: `msglog conform`, conformance checks of third-party
 //!   clients and servers against the spec, rule by rule.
+//! - `testkit` (cargo feature `testkit`): reference models, invariant
+//!   checks, an in-memory session and a test server, for msglog's own tests
+//!   and fuzz targets; not part of the production API.
+//! - [`vectors`]: the spec's test vectors (`spec/vectors`), one loader for
+//!   the conformance checker, the tests and the fuzz seeds.
 //! - [`bench`]: `msglog bench`, a load generator that measures a running
 //!   server (throughput, latency, every acknowledgement checked).
 //!
@@ -22,3 +27,6 @@ pub mod client;
 pub mod conform;
 pub mod proto;
 pub mod server;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod vectors;

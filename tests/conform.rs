@@ -542,7 +542,8 @@ fn msglog_serve_with_a_json_lines_log_passes() {
 /// vectors and the over-limit probe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_limit_is_probed_when_given() {
-    use msglog::server::{Config, Limits, TestServer};
+    use msglog::server::{Config, Limits};
+    use msglog::testkit::TestServer;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(Config {
         bind: vec![([127, 0, 0, 1], 0).into()],

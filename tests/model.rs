@@ -1,14 +1,16 @@
 //! Model-based test of the protocol core: random sessions, valid and
 //! invalid frames alike, are run through a reference model of the spec's
-//! state table (`msglog::proto::check::model_step`) and through the real
-//! `Session`; after every frame the reply, the rule, the log and the state
-//! must agree.
+//! state table (`msglog::testkit::reference::model_step`) and through the
+//! real session engine (`MemorySession`); after every frame the reply, the
+//! rule, the log and the state must agree.
 
 mod common;
 
 use common::watchdog::bounded;
-use msglog::proto::check::{self, model_over_limit, model_step, ModelState, ModelStep};
-use msglog::proto::{record, Decoder, Response, Session};
+use msglog::proto::record;
+use msglog::testkit::check;
+use msglog::testkit::reference::{model_over_limit, model_step, ModelState, ModelStep};
+use msglog::testkit::MemorySession;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -143,15 +145,17 @@ impl ReferenceStateMachine for Table {
 struct Core;
 
 impl StateMachineTest for Core {
-    type SystemUnderTest = Session;
+    type SystemUnderTest = MemorySession;
     type Reference = Table;
 
-    fn init_test(_: &Model) -> Session {
-        Session::with_decoder(Decoder::with_max_payload(usize::from(LIMIT)))
+    fn init_test(_: &Model) -> MemorySession {
+        MemorySession::new(Some(LIMIT))
     }
 
-    fn apply(session: Session, model: &Model, transition: Transition) -> Session {
-        let before = session.transcript().clone();
+    fn apply(session: MemorySession, model: &Model, transition: Transition) -> MemorySession {
+        let (replies_before, log_before) = (session.replies().len(), session.log().len());
+        let ignored_before = session.ignored();
+        let closed_before = session.rule().is_some() || session.state().is_closed();
         let wire = transition.wire();
         let chunk = match transition {
             Transition::Frame { chunk, .. } => chunk,
@@ -168,19 +172,14 @@ impl StateMachineTest for Core {
             }
             session
         });
-        let after = session.transcript();
         let step = model.last.as_ref().expect("apply sets the last step");
-        let responses = &after.responses[before.responses.len()..];
-        let rule = responses.iter().find_map(|r| match r {
-            Response::Reject(v) => Some(v.rule()),
-            _ => None,
-        });
+        let new_replies = &session.replies()[replies_before..];
+        let rule = if closed_before { None } else { session.rule() };
         assert_eq!(
-            &after.replies[before.replies.len()..],
+            new_replies,
             step.reply.as_slice(),
             "reply to {transition:?}"
         );
-        assert_eq!(responses.len(), usize::from(step.reply.is_some()));
         assert_eq!(rule, step.rule, "rule for {transition:?}");
         let want_log = step
             .append
@@ -191,19 +190,22 @@ impl StateMachineTest for Core {
                 }
                 record(name, message)
             });
-        assert_eq!(&after.log[before.log.len()..], &want_log[..]);
-        assert_eq!(after.closed_by_server, model.state == ModelState::Closed);
-        if before.closed_by_server {
+        assert_eq!(&session.log()[log_before..], &want_log[..]);
+        assert_eq!(
+            session.state().is_closed(),
+            model.state == ModelState::Closed
+        );
+        if closed_before {
             assert_eq!(
-                after.ignored_after_close - before.ignored_after_close,
-                wire.len(),
+                session.ignored() - ignored_before,
+                wire.len() as u64,
                 "bytes after the close are ignored, all of them"
             );
         }
         session
     }
 
-    fn check_invariants(session: &Session, model: &Model) {
+    fn check_invariants(session: &MemorySession, model: &Model) {
         assert_eq!(ModelState::of(session.state()), model.state);
         // Every transition is a whole frame (or closes), so an open session
         // is always on a frame boundary.

@@ -403,7 +403,7 @@ async fn default_is_port_5555_on_every_interface_both_families() {
     );
     // The same unspecified address on a free port takes IPv4 and IPv6 alike.
     let dir = tempfile::tempdir().unwrap();
-    let server = msglog::server::TestServer::start_with(msglog::server::Config {
+    let server = msglog::testkit::TestServer::start_with(msglog::server::Config {
         bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))],
         log_path: dir.path().join("messages.log"),
         ..default

@@ -1,10 +1,10 @@
 //! Arbitrary bytes through the frame parser, in an arbitrary chunking and
 //! with an optional lower payload limit; the invariants are listed at
-//! `msglog::proto::check::frame_parser`.
+//! `msglog::testkit::check::frame_parser`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use msglog::proto::check;
+use msglog::testkit::check;
 
 #[derive(Debug, arbitrary::Arbitrary)]
 struct Input<'a> {

@@ -1,10 +1,10 @@
 //! Arbitrary bytes cut into names, messages and lines, through the log
 //! record codec; the invariants are listed at
-//! `msglog::proto::check::record_codec`.
+//! `msglog::testkit::check::record_codec`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use msglog::proto::check;
+use msglog::testkit::check;
 
 #[derive(Debug, arbitrary::Arbitrary)]
 struct Input<'a> {

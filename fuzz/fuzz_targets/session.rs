@@ -1,10 +1,10 @@
 //! Arbitrary client byte streams through decoder + state machine + log,
 //! against the spec's state table; the invariants are listed at
-//! `msglog::proto::check::session`.
+//! `msglog::testkit::check::session`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use msglog::proto::check;
+use msglog::testkit::check;
 
 #[derive(Debug, arbitrary::Arbitrary)]
 struct Input<'a> {

@@ -8,7 +8,7 @@
 //! # let dir = tempfile::tempdir()?;
 //! # let log_path = dir.path().join("messages.log");
 //! # let runtime = tokio::runtime::Runtime::new()?;
-//! # let server = runtime.block_on(msglog::server::TestServer::start(&log_path))?;
+//! # let server = runtime.block_on(msglog::testkit::TestServer::start(&log_path))?;
 //! # let addr = server.addr;
 //! use msglog::client::blocking::Client;
 //!

@@ -16,7 +16,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! # let log_path = dir.path().join("messages.log");
-//! # let server = msglog::server::TestServer::start(&log_path).await?;
+//! # let server = msglog::testkit::TestServer::start(&log_path).await?;
 //! # let addr = server.addr;
 //! use msglog::client::{Client, ClientError};
 //!

@@ -1,53 +1,14 @@
-//! The session vectors of spec/vectors (format: spec/README.md), built into
-//! the binary so that `conform server` works from anywhere; `--vectors DIR`
-//! reads another copy instead.
+//! The session vectors of spec/vectors as `msglog conform server` runs
+//! them: loaded by the crate's one vector loader ([`crate::vectors`]),
+//! built into the binary so that `conform server` works from anywhere;
+//! `--vectors DIR` reads another copy instead.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
+pub use crate::vectors::ClosedBy;
+use crate::vectors::{SessionVector, VectorError};
 
 use super::ConformError;
-
-/// The session vector files, as they were when msglog was built.
-pub const EMBEDDED: [(&str, &str); 2] = [
-    (
-        "sessions.json",
-        include_str!("../../spec/vectors/sessions.json"),
-    ),
-    (
-        "sessions-large.json",
-        include_str!("../../spec/vectors/sessions-large.json"),
-    ),
-];
-
-#[derive(Deserialize)]
-struct VectorFile {
-    vectors: Vec<RawVector>,
-}
-
-#[derive(Deserialize)]
-struct RawVector {
-    id: String,
-    #[serde(default)]
-    spec: Vec<String>,
-    #[serde(default)]
-    max_payload: Option<usize>,
-    client: String,
-    replies: String,
-    closed_by: String,
-    rule: Option<String>,
-    #[serde(default)]
-    log: Vec<String>,
-}
-
-/// Who closes the connection at the end of a vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClosedBy {
-    /// The server closes after its replies, without waiting for the client.
-    Server,
-    /// The client ends its stream after sending; then the server closes.
-    Client,
-}
 
 /// One session vector: a connection from accept to close.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,106 +26,55 @@ pub struct Vector {
     pub log: Vec<String>,
 }
 
-fn unhex(s: &str, what: &str, id: &str, file: &str) -> Result<Vec<u8>, ConformError> {
-    let bad = || ConformError::Vectors {
-        file: file.into(),
-        reason: format!("vector {id}: `{what}` is not an even-length hex string"),
-    };
-    if s.len() % 2 != 0 {
-        return Err(bad());
+impl From<SessionVector> for Vector {
+    fn from(v: SessionVector) -> Vector {
+        Vector {
+            sections: v.sections().map(str::to_string).collect(),
+            id: v.id,
+            max_payload: v.max_payload,
+            client: v.client,
+            replies: v.replies,
+            closed_by: v.closed_by,
+            rule: v.rule,
+            log: v.log,
+        }
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(bad)
-        })
-        .collect()
+}
+
+impl From<VectorError> for ConformError {
+    fn from(e: VectorError) -> ConformError {
+        match e {
+            VectorError::Io { dir, source } => ConformError::VectorsDir { dir, source },
+            VectorError::Malformed { file, reason } => ConformError::Vectors { file, reason },
+            VectorError::NoSessionFiles { dir } => ConformError::Vectors {
+                file: dir.display().to_string(),
+                reason: "no sessions*.json file in this directory".into(),
+            },
+            VectorError::DuplicateId { id, file } => ConformError::Vectors {
+                file,
+                reason: format!("vector id {id} appears in more than one place"),
+            },
+        }
+    }
+}
+
+fn views(vectors: Vec<SessionVector>) -> Vec<Vector> {
+    vectors.into_iter().map(Vector::from).collect()
 }
 
 /// Parses one `sessions*.json` file.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Vector>, ConformError> {
-    let parsed: VectorFile = serde_json::from_str(text).map_err(|e| ConformError::Vectors {
-        file: file.into(),
-        reason: e.to_string(),
-    })?;
-    parsed
-        .vectors
-        .into_iter()
-        .map(|r| {
-            let closed_by = match r.closed_by.as_str() {
-                "server" => ClosedBy::Server,
-                "client" => ClosedBy::Client,
-                other => {
-                    return Err(ConformError::Vectors {
-                        file: file.into(),
-                        reason: format!(
-                            "vector {}: closed_by is `{other}`, not `server` or `client`",
-                            r.id
-                        ),
-                    })
-                }
-            };
-            Ok(Vector {
-                client: unhex(&r.client, "client", &r.id, file)?,
-                replies: unhex(&r.replies, "replies", &r.id, file)?,
-                sections: r
-                    .spec
-                    .iter()
-                    .map(|s| {
-                        s.rsplit_once('#')
-                            .map_or(s.as_str(), |(_, a)| a)
-                            .to_string()
-                    })
-                    .collect(),
-                id: r.id,
-                max_payload: r.max_payload,
-                closed_by,
-                rule: r.rule,
-                log: r.log,
-            })
-        })
-        .collect()
+    Ok(views(crate::vectors::parse_sessions(file, text)?))
 }
 
 /// The vectors built into the binary.
 pub fn embedded() -> Result<Vec<Vector>, ConformError> {
-    let mut all = Vec::new();
-    for (file, text) in EMBEDDED {
-        all.extend(parse(file, text)?);
-    }
-    Ok(all)
+    Ok(views(crate::vectors::embedded_sessions()?))
 }
 
 /// Every `sessions*.json` file in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Vec<Vector>, ConformError> {
-    let io = |source: std::io::Error| ConformError::VectorsDir {
-        dir: dir.to_path_buf(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("sessions") && n.ends_with(".json"))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(ConformError::Vectors {
-            file: dir.display().to_string(),
-            reason: "no sessions*.json file in this directory".into(),
-        });
-    }
-    let mut all = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).map_err(io)?;
-        all.extend(parse(&f.display().to_string(), &text)?);
-    }
-    Ok(all)
+    Ok(views(crate::vectors::load_sessions(dir)?))
 }
 
 #[cfg(test)]

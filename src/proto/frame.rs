@@ -1,8 +1,8 @@
 //! Frames on the wire, client to server: parsing (incremental, panic-free) and encoding.
 //!
 //! `parse_frame` looks at a byte slice and says complete / partial / error, the
-//! way httparse does; it never copies. `Decoder` owns a bounded buffer for
-//! callers that receive bytes in arbitrary chunks.
+//! way httparse does; it never copies. Input that arrives in pieces is
+//! reassembled by `assembler::FrameAssembler`.
 
 use std::fmt;
 
@@ -209,91 +209,6 @@ pub fn parse_frame(input: &[u8]) -> Parsed<'_> {
     }
 }
 
-/// An incremental decoder for input that arrives in chunks of any size.
-///
-/// It buffers at most one maximal frame (`MAX_FRAME_LEN` bytes): `fill` takes
-/// only what fits, and the caller offers the rest after draining frames.
-//= spec/protocol.md#frame
-//# The server MUST accept a frame split across any number of reads, down to one byte per read.
-//= spec/protocol.md#deviations
-//# A frame that arrives in pieces MUST be processed as if it had arrived whole.
-#[derive(Debug)]
-pub struct Decoder {
-    buf: Vec<u8>,
-    /// Start of the unparsed bytes in `buf`.
-    start: usize,
-    max_payload: usize,
-}
-
-impl Default for Decoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Decoder {
-    pub fn new() -> Self {
-        Self::with_max_payload(MAX_PAYLOAD_LEN)
-    }
-
-    //= spec/protocol.md#limits
-    //# A server MAY be configured with a payload limit lower than 65535 bytes.
-    pub fn with_max_payload(max_payload: usize) -> Self {
-        Decoder {
-            buf: Vec::new(),
-            start: 0,
-            max_payload: max_payload.min(MAX_PAYLOAD_LEN),
-        }
-    }
-
-    /// The most bytes this decoder ever holds.
-    pub fn capacity_limit(&self) -> usize {
-        HEADER_LEN + self.max_payload
-    }
-
-    /// Bytes received but not yet returned as frames.
-    pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
-    }
-
-    /// Takes as much of `chunk` as fits under the buffer limit and returns how
-    /// many bytes were taken. Zero means: drain frames with `next_frame` first.
-    pub fn fill(&mut self, chunk: &[u8]) -> usize {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        //= spec/protocol.md#limits
-        //# The input a server buffers for one connection MUST stay bounded, whatever the client sends.
-        let room = self.capacity_limit() - self.buf.len();
-        let take = room.min(chunk.len());
-        self.buf.extend_from_slice(&chunk[..take]);
-        take
-    }
-
-    /// The next complete frame, `Ok(None)` when more input is needed.
-    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
-        let start = self.start;
-        let len = match parse_frame_limited(&self.buf[start..], self.max_payload)? {
-            Parsed::Complete { len, .. } => len,
-            Parsed::Partial { .. } => return Ok(None),
-        };
-        self.start += len;
-        // Parse again on the shrunk borrow; the bytes are unchanged, so this
-        // gives the same complete frame.
-        match parse_frame_limited(&self.buf[start..start + len], self.max_payload)? {
-            Parsed::Complete { frame, .. } => Ok(Some(frame)),
-            Parsed::Partial { .. } => unreachable!("a complete frame became partial"),
-        }
-    }
-
-    /// True when the input so far ended exactly on a frame boundary. An end of
-    /// stream here is clean; anywhere else it cuts a frame short.
-    pub fn is_at_boundary(&self) -> bool {
-        self.buffered() == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,54 +337,5 @@ mod tests {
                 len: MAX_PAYLOAD_LEN + 1
             })
         );
-    }
-
-    //= spec/protocol.md#frame
-    //= type=test
-    //# The server MUST accept a frame split across any number of reads, down to one byte per read.
-    //= spec/protocol.md#deviations
-    //= type=test
-    //# A frame that arrives in pieces MUST be processed as if it had arrived whole.
-    #[test]
-    fn decoder_one_byte_at_a_time_matches_whole() {
-        let stream: Vec<u8> = valid_frames().concat();
-        let mut whole = Decoder::new();
-        assert_eq!(whole.fill(&stream), stream.len());
-        let mut expected = Vec::new();
-        while let Some(f) = whole.next_frame().unwrap() {
-            expected.push(f.to_bytes().unwrap());
-        }
-        assert_eq!(expected.concat(), stream);
-
-        let mut bytewise = Decoder::new();
-        let mut got = Vec::new();
-        for b in &stream {
-            assert_eq!(bytewise.fill(std::slice::from_ref(b)), 1);
-            while let Some(f) = bytewise.next_frame().unwrap() {
-                got.push(f.to_bytes().unwrap());
-            }
-        }
-        assert_eq!(got, expected);
-        assert!(bytewise.is_at_boundary());
-    }
-
-    //= spec/protocol.md#limits
-    //= type=test
-    //# The input a server buffers for one connection MUST stay bounded, whatever the client sends.
-    #[test]
-    fn decoder_never_buffers_more_than_one_frame() {
-        let mut d = Decoder::new();
-        let big = vec![TAG_MSG; 3 * MAX_FRAME_LEN];
-        let mut offered = &big[..];
-        while !offered.is_empty() {
-            let took = d.fill(offered);
-            assert!(d.buffered() <= MAX_FRAME_LEN);
-            offered = &offered[took..];
-            let mut progressed = took > 0;
-            while d.next_frame().unwrap().is_some() {
-                progressed = true;
-            }
-            assert!(progressed, "decoder stalled");
-        }
     }
 }

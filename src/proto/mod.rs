@@ -1,21 +1,21 @@
-//! The sans-IO core: frames, the state machine, log records, and a session
-//! runner that ties them together over an in-memory log. No tokio, no
-//! clock, no sockets: time and peer addresses come in as arguments.
+//! The sans-IO core: frames, the frame assembler, the state machine, the
+//! session engine that runs a whole connection around them, and log
+//! records. No tokio, no clock, no sockets: time and peer addresses come in
+//! as arguments.
 
 pub mod assembler;
-pub mod check;
 pub mod engine;
 pub mod frame;
 pub mod jsonl;
 pub mod machine;
 pub mod record;
-pub mod session;
 
-pub use frame::{parse_frame, parse_frame_limited, Decoder, Frame, FrameError, Parsed};
+pub use assembler::FrameAssembler;
+pub use engine::{AppendSink, End, Engine, Settings};
+pub use frame::{parse_frame, parse_frame_limited, Frame, FrameError, Parsed};
 pub use jsonl::{decode_json_record, encode_json_record, json_records, JsonContext, JsonRecord};
 pub use machine::{fail, step, Effect, Response, State, Violation, ACK, NAK};
 pub use record::{decode_record, encode_record, record, records, Record, RecordError};
-pub use session::{Session, Transcript};
 
 /// The two log formats (spec: #record-format, #log-format-jsonl).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use msglog::proto::Frame;
 use msglog::proto::Record;
-use msglog::server::{Config, Limits, TestServer};
+use msglog::server::{Config, Limits};
+use msglog::testkit::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
