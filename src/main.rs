@@ -100,6 +100,10 @@ struct ServeArgs {
     /// open than there are CPUs; 0 turns it off. Cuts latency, costs CPU.
     #[arg(long, env = "MSGLOG_BUSY_POLL_US", default_value_t = 50)]
     busy_poll_us: u64,
+    /// MiB all connections together may hold in partial frames beyond 4 KiB
+    /// each; while it is spent, the connections holding the most stop reading.
+    #[arg(long, env = "MSGLOG_FRAME_BUFFER_BUDGET", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    frame_buffer_budget: u64,
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
@@ -130,6 +134,9 @@ impl ServeArgs {
                 idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
                 shutdown_timeout: seconds("shutdown-timeout", self.shutdown_timeout)?,
                 busy_poll: Duration::from_micros(self.busy_poll_us),
+                frame_budget: usize::try_from(self.frame_buffer_budget << 20).map_err(|_| {
+                    "--frame-buffer-budget is too large for this machine".to_string()
+                })?,
                 ..Limits::default()
             },
         })

@@ -58,17 +58,10 @@ impl FrameAssembler {
         self.partial.is_empty()
     }
 
-    /// How many more bytes the frame in progress needs at least (for a
-    /// header, the rest of the header); 0 at a frame boundary.
-    pub fn needed(&self) -> usize {
-        if self.partial.is_empty() {
-            return 0;
-        }
-        match parse_frame_limited(&self.partial, self.max_payload) {
-            Ok(Parsed::Partial { needed }) => needed,
-            // Never kept: a complete or over-limit frame is handed out at once.
-            Ok(Parsed::Complete { .. }) | Err(_) => 0,
-        }
+    /// Bytes allocated for the frame in progress: what it costs in memory.
+    /// Never more than that frame's length, nor more than twice what it holds.
+    pub fn allocated(&self) -> usize {
+        self.partial.capacity()
     }
 
     /// Forgets the frame in progress (the connection closed).
@@ -117,6 +110,14 @@ impl FrameAssembler {
                 return fed;
             }
             let take = needed.min(input.len());
+            // Grow by doubling, as a Vec would, but never past the frame's
+            // own length: memory follows what the client actually sent.
+            let (len, cap) = (self.partial.len(), self.partial.capacity());
+            if len + take > cap {
+                let frame_len = len + needed;
+                let want = (len + take).max((2 * cap).min(frame_len));
+                self.partial.reserve_exact(want - len);
+            }
             self.partial.extend_from_slice(&input[..take]);
             input = &input[take..];
         }
@@ -212,12 +213,7 @@ mod tests {
             let fed = a.feed(&frame[..cut], |_| panic!("no frame is complete"));
             assert_eq!(fed, Fed::default());
             assert_eq!(a.buffered(), cut);
-            let expected_needed = if cut < HEADER_LEN {
-                HEADER_LEN - cut
-            } else {
-                frame.len() - cut
-            };
-            assert_eq!(a.needed(), expected_needed, "cut {cut}");
+            assert!(a.allocated() >= cut);
         }
     }
 
@@ -237,6 +233,21 @@ mod tests {
         let first_two: usize = valid_frames()[..2].iter().map(Vec::len).sum();
         assert_eq!(fed.frames, 2);
         assert_eq!(fed.left, stream.len() - first_two);
+        assert!(a.is_at_boundary());
+    }
+
+    #[test]
+    fn memory_follows_what_a_trickling_client_sent() {
+        let frame = Frame::Msg(&[b'x'; 60_000]).to_bytes().unwrap();
+        let mut a = FrameAssembler::new(MAX_PAYLOAD_LEN);
+        for (i, piece) in frame.chunks(100).enumerate() {
+            a.feed(piece, |_| ControlFlow::Continue(()));
+            let held = a.buffered();
+            if held > 0 {
+                assert!(a.allocated() <= frame.len(), "piece {i}");
+                assert!(a.allocated() <= 2 * held.max(64), "piece {i}: {held} held");
+            }
+        }
         assert!(a.is_at_boundary());
     }
 

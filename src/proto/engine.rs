@@ -160,10 +160,9 @@ impl Engine {
         self.frames.buffered()
     }
 
-    /// How many more bytes the frame in progress needs at least; 0 at a
-    /// frame boundary.
-    pub fn needed(&self) -> usize {
-        self.frames.needed()
+    /// Bytes allocated for the frame in progress.
+    pub fn allocated(&self) -> usize {
+        self.frames.allocated()
     }
 
     /// Why the connection ended, once it has.

@@ -37,6 +37,7 @@ use crate::proto::engine::{AppendSink, End, Engine, Processed, Settings};
 use crate::proto::record::encode_record;
 use crate::proto::{encode_json_record, JsonContext, LogFormat};
 
+use super::budget::{charge_for, read_limit, FrameBudget};
 use super::log_writer::{LogWriter, Staged};
 use super::{Limits, Stats};
 
@@ -67,9 +68,18 @@ pub(crate) struct Connection {
     /// The peer address as the JSON log writes it; made once.
     peer_text: String,
     stats: Arc<Stats>,
+    budget: Arc<FrameBudget>,
+    /// What this connection's partial frame is charged to the budget.
+    charged: usize,
     /// Whether to busy-poll for the next frame after replying: true while
     /// the client's next frame has been coming within the busy-poll budget.
     busy_poll_pays: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.budget.recharge(self.charged, 0);
+    }
 }
 
 /// What one read brought.
@@ -80,6 +90,8 @@ enum Input {
         append: Option<Staged>,
         processed: Processed,
     },
+    /// Nothing was read: the frame budget was spent when the bytes came.
+    Deferred,
     /// End of stream.
     Eof,
 }
@@ -124,6 +136,7 @@ impl Connection {
         settings: Arc<Settings>,
         log_format: LogFormat,
         stats: Arc<Stats>,
+        budget: Arc<FrameBudget>,
     ) -> Self {
         let _ = stream.set_nodelay(true);
         Connection {
@@ -138,7 +151,20 @@ impl Connection {
                 LogFormat::Text => String::new(),
             },
             stats,
+            budget,
+            charged: 0,
             busy_poll_pays: true,
+        }
+    }
+
+    /// Charges the budget for what the partial frame holds now.
+    //= spec/protocol.md#limits
+    //# The memory a server holds in partial frames MUST stay bounded across all connections, whatever the clients send.
+    fn settle_budget(&mut self) {
+        let charge = charge_for(self.engine.allocated());
+        if charge != self.charged {
+            self.budget.recharge(self.charged, charge);
+            self.charged = charge;
         }
     }
 
@@ -189,6 +215,7 @@ impl Connection {
         tokio::pin!(stopping);
         let mut shutting_down = false;
         loop {
+            self.settle_budget();
             if let Some(end) = self.engine.poll_close() {
                 return Outcome::Ended(end);
             }
@@ -236,6 +263,29 @@ impl Connection {
                     "internal error: the session engine waits for nothing",
                 ));
             }
+            //= spec/protocol.md#limits
+            //# A server MAY stop reading from a connection while the memory it holds in partial frames for all connections is at its limit, as long as the connection's timeouts keep running.
+            if self.read_limit().is_none() {
+                // The budget is spent and this connection holds its share:
+                // it waits, its frame timeout running, until memory frees.
+                let budget = self.budget.clone();
+                let freed = budget.freed();
+                if !budget.spent() {
+                    continue;
+                }
+                tokio::select! {
+                    () = freed => {}
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        self.engine.handle_timeout(Instant::now());
+                    }
+                    _ = &mut stopping, if !shutting_down => {
+                        shutting_down = true;
+                        self.engine.handle_shutdown(Instant::now());
+                    }
+                }
+                continue;
+            }
             let busy_poll = self.should_busy_poll();
             let input = tokio::select! {
                 // While busy-polling, this future yields after every attempt,
@@ -261,6 +311,7 @@ impl Connection {
             self.busy_poll_pays =
                 read_at.saturating_duration_since(last_reply) <= self.limits.busy_poll;
             match input {
+                Input::Deferred => {}
                 Input::Eof => self.engine.handle_eof(),
                 Input::Batch { append: None, .. } => {}
                 Input::Batch {
@@ -354,14 +405,25 @@ impl Connection {
         }
     }
 
-    /// Reads once with `read` into the per-thread buffer, runs the bytes
-    /// through the engine, and stages the batch's records with the log.
+    /// How much the next read may take: decided when the read happens, so
+    /// that a connection that went to sleep with budget to spare does not
+    /// wake up to find it spent and read a whole frame anyway.
+    fn read_limit(&self) -> Option<usize> {
+        read_limit(self.budget.spent(), self.engine.allocated(), SCRATCH_LEN)
+    }
+
+    /// Reads once with `read`, as much as the frame budget allows, into the
+    /// per-thread buffer, runs the bytes through the engine, and stages the
+    /// batch's records with the log.
     fn input_from(
         &mut self,
         read: impl FnOnce(&mut TcpStream, &mut [u8]) -> Poll<std::io::Result<usize>>,
     ) -> Poll<std::io::Result<Input>> {
+        let Some(limit) = self.read_limit() else {
+            return Poll::Ready(Ok(Input::Deferred));
+        };
         SCRATCH.with_borrow_mut(|scratch| {
-            let len = match read(&mut self.stream, scratch) {
+            let len = match read(&mut self.stream, &mut scratch[..limit]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(len)) => len,
@@ -458,6 +520,7 @@ mod tests {
             settings,
             LogFormat::Text,
             Arc::new(Stats::default()),
+            Arc::new(FrameBudget::new(1 << 20)),
         );
         let task = connection.run(stopped);
         let size = std::mem::size_of_val(&task);

@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::budget::FrameBudget;
 use super::connection::{linger_close, Connection};
 use super::log_writer::{LogWriter, OpenError};
 use super::{Limits, Stats};
@@ -85,6 +86,7 @@ pub(crate) struct Shared {
     pub settings: Arc<Settings>,
     pub log_format: LogFormat,
     pub stats: Arc<Stats>,
+    pub budget: Arc<FrameBudget>,
     pub stop: watch::Receiver<bool>,
     pub alive: mpsc::Sender<()>,
 }
@@ -134,6 +136,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             shared.settings.clone(),
             shared.log_format,
             shared.stats.clone(),
+            shared.budget.clone(),
         );
         let stop = shared.stop.clone();
         let alive = shared.alive.clone();

@@ -1,6 +1,7 @@
 //! The Tokio shell: binds, accepts, runs one task per connection, and owns
 //! the log through a single writer. It executes what the core decides.
 
+mod budget;
 mod connection;
 pub mod listener;
 pub mod log_writer;
@@ -40,6 +41,9 @@ pub struct Limits {
     pub busy_poll: Duration,
     /// Busy-poll only while at most this many connections are open.
     pub busy_poll_connections: usize,
+    /// Memory all connections together may hold in partial frames beyond a
+    /// small allowance each; past it, the connections holding the most wait.
+    pub frame_budget: usize,
 }
 
 impl Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             max_payload: MAX_PAYLOAD_LEN,
             busy_poll: Duration::from_micros(50),
             busy_poll_connections: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            frame_budget: 32 << 20,
         }
     }
 }
@@ -167,6 +172,7 @@ impl Server {
             ..
         } = self;
         let settings = Arc::new(config.limits.session_settings());
+        let budget = Arc::new(budget::FrameBudget::new(config.limits.frame_budget));
         let limits = Arc::new(config.limits);
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
@@ -175,7 +181,12 @@ impl Server {
         // connection has ended (mini-redis's shutdown pattern).
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         if let Some(every) = config.stats_interval {
-            tokio::spawn(stats::report_every(stats.clone(), every, stop_rx.clone()));
+            tokio::spawn(stats::report_every(
+                stats.clone(),
+                budget.clone(),
+                every,
+                stop_rx.clone(),
+            ));
         }
         let mut acceptors = JoinSet::new();
         for listener in listeners {
@@ -189,6 +200,7 @@ impl Server {
                     settings: settings.clone(),
                     log_format: config.log_format,
                     stats: stats.clone(),
+                    budget: budget.clone(),
                     stop: stop_rx.clone(),
                     alive: alive_tx.clone(),
                 },

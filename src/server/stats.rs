@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::budget::FrameBudget;
+
 #[derive(Debug, Default)]
 pub struct Stats {
     pub connections_open: AtomicU64,
@@ -35,10 +37,12 @@ impl Stats {
     }
 }
 
-/// Logs one line every `every` until shutdown: open connections, and
-/// messages and bytes per second since the last line.
+/// Logs one line every `every` until shutdown: open connections, messages
+/// and bytes per second since the last line, and how much of the partial
+/// frame budget is in use.
 pub(crate) async fn report_every(
     stats: Arc<Stats>,
+    budget: Arc<FrameBudget>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -64,6 +68,7 @@ pub(crate) async fn report_every(
             rejected_total = stats.rejected.load(Relaxed),
             busy_polls_total = stats.busy_polls.load(Relaxed),
             busy_poll_hits_total = stats.busy_poll_hits.load(Relaxed),
+            partial_frame_bytes_over_allowance = budget.used(),
             "stats"
         );
         (messages, bytes) = (m, b);
