@@ -14,7 +14,7 @@ use std::fmt;
 
 use super::frame::{self, parse_frame, parse_frame_limited, Decoder, Frame, FrameError, Parsed};
 use super::machine::{Response, State, ACK, NAK};
-use super::record::{decode_record, encode_record, record, records, Record};
+use super::record::{decode_record, encode_record, record, records, Record, RecordError};
 use super::session::{Session, Transcript};
 
 /// An invariant that did not hold: the input that led here is a bug report.
@@ -895,10 +895,20 @@ pub fn record_pairs(pairs: &[(&[u8], &[u8])]) -> Checked {
             || format!("{body:?}"),
         )?;
         let back = decode_record(&r);
+        // A server writes no empty name or message: the decoder refuses them.
+        let want = if name.is_empty() {
+            Err(RecordError::EmptyName)
+        } else if message.is_empty() {
+            Err(RecordError::EmptyMessage)
+        } else {
+            Ok(Record {
+                name: name.to_vec(),
+                message: message.to_vec(),
+            })
+        };
         ensure(
-            back.as_ref()
-                .is_ok_and(|b| b.name == name && b.message == message),
-            "decode(encode(name, message)) == (name, message)",
+            back == want,
+            "decode(encode(name, message)) == (name, message), and empty ones are refused",
             || format!("{back:?} from {}", Hex(&r)),
         )?;
         ensure(
@@ -937,7 +947,11 @@ pub fn record_pairs(pairs: &[(&[u8], &[u8])]) -> Checked {
         .collect();
     let want: Vec<_> = pairs
         .iter()
-        .map(|&(n, m)| Ok((n.to_vec(), m.to_vec())))
+        .map(|&(n, m)| match (n.is_empty(), m.is_empty()) {
+            (true, _) => Err(RecordError::EmptyName),
+            (_, true) => Err(RecordError::EmptyMessage),
+            _ => Ok((n.to_vec(), m.to_vec())),
+        })
         .collect();
     ensure(back == want, "concatenated records split back", || {
         format!("{} records read back, {} written", back.len(), want.len())

@@ -2,6 +2,7 @@
 //! the log through a single writer. It executes what the core decides.
 
 mod connection;
+pub mod diagnostics;
 pub mod listener;
 pub mod log_writer;
 mod stats;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::defaults;
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
 pub use listener::ServeError;
@@ -47,12 +49,12 @@ impl Default for Limits {
     //# configured with a lower connection limit.
     fn default() -> Self {
         Limits {
-            max_connections: 10_000,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            shutdown_timeout: Duration::from_secs(5),
+            max_connections: defaults::MAX_CONNECTIONS,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             max_payload: MAX_PAYLOAD_LEN,
-            busy_poll: Duration::from_micros(50),
+            busy_poll: defaults::BUSY_POLL,
             busy_poll_connections: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -76,8 +78,8 @@ impl Default for Config {
     //# By default the server MUST listen on TCP port 5555 on every IPv6 and IPv4 interface.
     fn default() -> Self {
         Config {
-            bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5555))],
-            log_path: PathBuf::from("messages.log"),
+            bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, defaults::PORT))],
+            log_path: PathBuf::from(defaults::LOG_PATH),
             log_format: LogFormat::Text,
             fsync: false,
             limits: Limits::default(),
