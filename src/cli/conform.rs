@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use msglog::conform::checker::{Scenario, SCENARIO_NAMES};
-use msglog::conform::{ClientOptions, ConformOptions, ServerOptions, CLIENT_HELP, SERVER_HELP};
+use msglog::conform::{ClientOptions, ConformOptions, ServerOptions};
 use msglog::defaults;
 use msglog::proto::frame::MAX_PAYLOAD_LEN;
 
@@ -27,6 +27,29 @@ enum ConformCommand {
     /// its replies (and, with --log, its records).
     Server(ServerArgs),
 }
+
+/// The exit statuses and environment of `msglog conform client`, for its `--help`.
+const CLIENT_HELP: &str = "\
+COMMAND gets MSGLOG_HOST=127.0.0.1 and MSGLOG_PORT in its environment, and
+`{port}` in its arguments is replaced by the port. Its output goes to stderr.
+
+Scenarios (repeatable):
+  reject-password      answer every PASS with 0xFF
+  reject-message=N     answer the Nth MSG of the run (from 1) with 0xFF
+  delay-acks=MS        send every reply MS milliseconds late
+  close-mid-session    close the first connection that sends a MSG right
+                       after it, without a reply and without logging it
+
+Exit status: 0 no rule failed, 1 a rule failed, 2 the check could not run
+or COMMAND made no connection.";
+
+/// The advice and exit statuses of `msglog conform server`, for its `--help`.
+const SERVER_HELP: &str = "\
+Run it against a server nobody else uses during the check: it makes about
+1,300 connections and, with --log, expects the log to gain exactly the
+records it sent.
+
+Exit status: 0 no rule failed, 1 a rule failed, 2 the check could not run.";
 
 fn parse_scenario(s: &str) -> Result<Scenario, String> {
     s.parse()

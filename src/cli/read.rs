@@ -97,8 +97,12 @@ pub struct Line {
 #[derive(Debug)]
 pub struct Scanner {
     format: LogFormat,
+    /// Input not yet cut into lines: `buf[start..]`.
     buf: Vec<u8>,
-    /// Offset in the input of `buf[0]`.
+    start: usize,
+    /// Bytes after `start` known to hold no terminator.
+    searched: usize,
+    /// Offset in the input of `buf[start]`.
     offset: u64,
     /// Lines produced so far.
     lines: u64,
@@ -111,6 +115,8 @@ impl Scanner {
         Scanner {
             format,
             buf: Vec::new(),
+            start: 0,
+            searched: 0,
             offset: 0,
             lines: 0,
             skipping: false,
@@ -119,6 +125,10 @@ impl Scanner {
 
     /// Adds bytes that follow those already pushed.
     pub fn push(&mut self, bytes: &[u8]) {
+        // Lines are taken by moving `start`; what they left is dropped here,
+        // once per push rather than once per line.
+        self.buf.drain(..self.start);
+        self.start = 0;
         self.buf.extend_from_slice(bytes);
     }
 
@@ -127,11 +137,15 @@ impl Scanner {
         let terminator = self.format.terminator();
         let max = self.format.max_record_len();
         loop {
-            let end = self
-                .buf
+            let pending = &self.buf[self.start..];
+            // A terminator may start in the last bytes already searched.
+            let from = self.searched.saturating_sub(terminator.len() - 1);
+            let end = pending[from..]
                 .windows(terminator.len())
                 .position(|w| w == terminator)
-                .map(|i| i + terminator.len());
+                .map(|i| from + i + terminator.len());
+            // Up to the terminator found, or all of it.
+            self.searched = end.map_or(pending.len(), |end| end - terminator.len());
             if self.skipping {
                 // The over-long line was reported; its rest is not a line.
                 match end {
@@ -142,15 +156,15 @@ impl Scanner {
                     }
                     None => {
                         // Keep a possible first half of the terminator.
-                        let keep = usize::from(self.buf.ends_with(&terminator[..1]));
-                        self.consume(self.buf.len() - keep);
+                        let keep = usize::from(pending.ends_with(&terminator[..1]));
+                        self.consume(pending.len() - keep);
                         return None;
                     }
                 }
             }
             return match end {
                 Some(end) if end <= max => Some(self.take(end)),
-                _ if self.buf.len() > max => {
+                _ if pending.len() > max => {
                     // Longer than any record: report its head, drop the rest.
                     let line = self.take(max + 1);
                     self.skipping = !line.bytes.ends_with(terminator);
@@ -163,11 +177,12 @@ impl Scanner {
 
     /// At the end of the input: the incomplete last line, if any.
     pub fn finish(&mut self) -> Option<Line> {
-        if self.skipping || self.buf.is_empty() {
-            self.consume(self.buf.len());
+        let pending = self.buf.len() - self.start;
+        if self.skipping || pending == 0 {
+            self.consume(pending);
             return None;
         }
-        Some(self.take(self.buf.len()))
+        Some(self.take(pending))
     }
 
     fn take(&mut self, len: usize) -> Line {
@@ -175,14 +190,15 @@ impl Scanner {
         let line = Line {
             number: self.lines,
             offset: self.offset,
-            bytes: self.buf[..len].to_vec(),
+            bytes: self.buf[self.start..self.start + len].to_vec(),
         };
         self.consume(len);
         line
     }
 
     fn consume(&mut self, len: usize) {
-        self.buf.drain(..len);
+        self.start += len;
+        self.searched = self.searched.saturating_sub(len);
         self.offset += len as u64;
     }
 
@@ -190,6 +206,8 @@ impl Scanner {
     /// from 0, line numbers go on.
     pub fn restart(&mut self) {
         self.buf.clear();
+        self.start = 0;
+        self.searched = 0;
         self.offset = 0;
         self.skipping = false;
     }

@@ -89,21 +89,6 @@ pub enum ConformOptions {
     Server(ServerOptions),
 }
 
-/// The exit statuses and environment of `msglog conform client`, for its `--help`.
-pub const CLIENT_HELP: &str = "\
-COMMAND gets MSGLOG_HOST=127.0.0.1 and MSGLOG_PORT in its environment, and
-`{port}` in its arguments is replaced by the port. Its output goes to stderr.
-
-Scenarios (repeatable):
-  reject-password      answer every PASS with 0xFF
-  reject-message=N     answer the Nth MSG of the run (from 1) with 0xFF
-  delay-acks=MS        send every reply MS milliseconds late
-  close-mid-session    close the first connection that sends a MSG right
-                       after it, without a reply and without logging it
-
-Exit status: 0 no rule failed, 1 a rule failed, 2 the check could not run
-or COMMAND made no connection.";
-
 /// `msglog conform client`.
 #[derive(Debug)]
 pub struct ClientOptions {
@@ -120,14 +105,6 @@ pub struct ClientOptions {
     /// The client command and its arguments.
     pub command: Vec<OsString>,
 }
-
-/// The advice and exit statuses of `msglog conform server`, for its `--help`.
-pub const SERVER_HELP: &str = "\
-Run it against a server nobody else uses during the check: it makes about
-1,300 connections and, with --log, expects the log to gain exactly the
-records it sent.
-
-Exit status: 0 no rule failed, 1 a rule failed, 2 the check could not run.";
 
 /// `msglog conform server`.
 #[derive(Debug)]
