@@ -24,13 +24,17 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 # cargo fuzz needs nightly features (sanitizers, -Z flags). Use the nightly
-# toolchain where rustup has one; otherwise let the stable compiler accept
-# them, which is what nightly would do here.
+# toolchain where rustup has one (as fuzz/rust-toolchain.toml does for
+# commands run in fuzz/); otherwise let the stable compiler accept them,
+# which is what nightly would do here, and keep rustup from looking for the
+# nightly that fuzz/rust-toolchain.toml names.
 if cargo +nightly --version >/dev/null 2>&1; then
     toolchain=(+nightly)
 else
     toolchain=()
     export RUSTC_BOOTSTRAP=1
+    RUSTUP_TOOLCHAIN="$(rustup show active-toolchain 2>/dev/null | cut -d' ' -f1)" || true
+    [ -n "${RUSTUP_TOOLCHAIN:-}" ] && export RUSTUP_TOOLCHAIN || unset RUSTUP_TOOLCHAIN
     echo "smoke.sh: no nightly toolchain; using $(rustc --version) with RUSTC_BOOTSTRAP=1"
 fi
 
@@ -83,7 +87,7 @@ for target in "${targets[@]}"; do
             sed -n '/Output of `std::fmt::Debug`/,$p' | tail -n +2 | tr -s ' \n' ' ' |
             cut -c 1-4000 >&2 || true
         echo >&2
-        echo "smoke.sh: reproduce with: cargo +nightly fuzz run $target $artifact" >&2
+        echo "smoke.sh: reproduce with: cargo +nightly fuzz run $target $artifact (from the repository root)" >&2
     else
         tail -n 40 "$log" >&2
     fi

@@ -24,54 +24,47 @@ use tokio::time::{timeout, Instant};
 use crate::proto::frame::{Frame, TAG_CLOSE};
 use crate::proto::machine::ACK;
 
-/// Options of `msglog bench`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+/// What `msglog bench` is to do (the binary parses it from the command line).
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
     /// Server host name or address.
-    #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Server port.
-    #[arg(long, default_value_t = 5555)]
     pub port: u16,
     /// Simultaneous connections, all authenticated before the clock starts.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub conns: u32,
-    /// Messages to send in total, spread evenly over the connections.
-    #[arg(long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
-    pub msgs: Option<u64>,
-    /// Seconds to keep sending (the default is 10 unless --msgs is given).
-    #[arg(long)]
-    pub duration: Option<f64>,
-    /// Payload bytes per message (1..=65535).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    /// How many messages to send, or for how long.
+    pub plan: Plan,
+    /// Payload bytes per message (at least 1).
     pub size: u16,
     /// Messages in flight per connection (1 is ping-pong).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub window: u32,
     /// Print one JSON object on stdout instead of the text report.
-    #[arg(long)]
     pub json: bool,
-    /// Threads of the load generator's runtime (default: one per CPU).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Threads of the load generator's runtime (`None`: one per CPU).
     pub threads: Option<u32>,
     /// Connections being set up at the same time.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub connect_concurrency: u32,
-    /// Seconds to keep every connection logged in but silent before sending,
+    /// Time to keep every connection logged in but silent before sending,
     /// e.g. to measure the server's memory per idle connection meanwhile.
-    #[arg(long, default_value_t = 0.0)]
-    pub hold: f64,
-    /// Seconds a connection waits for any reply (or to write) before it gives
+    pub hold: Duration,
+    /// Time a connection waits for any reply (or to write) before it gives
     /// up; its messages in flight then count as failed.
-    #[arg(long, default_value_t = 10.0)]
-    pub timeout: f64,
+    pub timeout: Duration,
+}
+
+/// How much to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// This many messages in total, spread evenly over the connections.
+    Total(u64),
+    /// Keep sending for this long.
+    For(Duration),
 }
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("--{name} must be a positive number of seconds, got {value}")]
-    BadSeconds { name: &'static str, value: f64 },
     #[error("cannot start the load generator's runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot resolve {host}:{port}: {source}")]
@@ -137,7 +130,7 @@ pub struct Latency {
 }
 
 /// Runs `msglog bench`: exit status 0 when every message sent was acknowledged.
-pub fn run_bench(args: BenchArgs) -> ExitCode {
+pub fn run_bench(args: BenchOptions) -> ExitCode {
     let report = match run(&args) {
         Ok(r) => r,
         Err(e) => {
@@ -170,20 +163,8 @@ pub fn run_bench(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn seconds(name: &'static str, value: f64) -> Result<Duration, BenchError> {
-    match Duration::try_from_secs_f64(value) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(BenchError::BadSeconds { name, value }),
-    }
-}
-
 /// Runs the benchmark the arguments describe and returns what it measured.
-pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
-    let io_timeout = seconds("timeout", args.timeout)?;
-    let plan = match (args.msgs, args.duration) {
-        (Some(total), _) => Plan::Total(total),
-        (None, d) => Plan::For(seconds("duration", d.unwrap_or(10.0))?),
-    };
+pub fn run(args: &BenchOptions) -> Result<Report, BenchError> {
     raise_file_limit(args.conns)?;
     let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -195,7 +176,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         .enable_all()
         .build()
         .map_err(BenchError::Runtime)?;
-    runtime.block_on(bench(args, plan, io_timeout))
+    runtime.block_on(bench(args))
 }
 
 /// Each connection needs one descriptor; leave room for the runtime's own.
@@ -210,12 +191,6 @@ fn raise_file_limit(conns: u32) -> Result<(), BenchError> {
         });
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Plan {
-    Total(u64),
-    For(Duration),
 }
 
 /// Read-only data every connection task shares.
@@ -237,7 +212,8 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
 }
 
-async fn bench(args: &BenchArgs, plan: Plan, io_timeout: Duration) -> Result<Report, BenchError> {
+async fn bench(args: &BenchOptions) -> Result<Report, BenchError> {
+    let (plan, io_timeout) = (args.plan, args.timeout);
     let addr = resolve(&args.host, args.port).await?;
     let conns = args.conns;
     let window = args.window as usize;
@@ -284,8 +260,8 @@ async fn bench(args: &BenchArgs, plan: Plan, io_timeout: Duration) -> Result<Rep
         return Err(e);
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
-    if args.hold > 0.0 {
-        let hold = seconds("hold", args.hold)?;
+    if !args.hold.is_zero() {
+        let hold = args.hold;
         eprintln!(
             "msglog bench: {conns} connections logged in; holding them idle for {} s",
             hold.as_secs_f64()

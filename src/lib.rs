@@ -15,16 +15,25 @@
 //! - [`vectors`]: the spec's test vectors (`spec/vectors`), one loader for
 //!   the conformance checker, the tests and the fuzz seeds.
 //! - [`bench`]: `msglog bench`, a load generator that measures a running
-//!   server (throughput, latency, every acknowledgement checked).
+//!   server (throughput, latency, every acknowledgement checked); with the
+//!   `bench` feature (on by default).
+//! - [`defaults`]: every default setting, in one place.
+//!
+//! The command line (argument parsing with clap) lives in the `msglog`
+//! binary, behind the default `cli` feature: with
+//! `msglog = { version = "...", default-features = false }` the library
+//! builds without clap, indicatif, hdrhistogram, tracing-subscriber and rlimit.
 //!
 //! The specification is `spec/protocol.md`; code that implements one of its
 //! requirements quotes it (`//= spec/protocol.md#section`).
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
 pub mod conform;
+pub mod defaults;
 pub mod proto;
 pub mod server;
 #[cfg(feature = "testkit")]

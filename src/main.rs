@@ -2,15 +2,19 @@
 
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use msglog::proto::jsonl::encode_json_line;
-use msglog::proto::{encode_json_record, JsonContext, LogFormat};
+use cli::values::{self, seconds, seconds_or_off, secs_text, whole};
+use cli::FormatArg;
+use msglog::defaults;
 use msglog::server::{Config, Limits, Server};
 
 #[derive(Parser)]
@@ -24,55 +28,33 @@ struct Cli {
 enum Command {
     /// Run the server: accept clients and append their messages to the log.
     Serve(ServeArgs),
-    /// Read a log back (either format), check every record, print them as JSON lines.
-    Read(ReadArgs),
+    /// Read a log back (either format, a file or `-`), check every record, print them as JSON lines.
+    Read(cli::read::ReadArgs),
     /// Send messages to a server: each MESSAGE, or else each line of standard input.
-    Send(msglog::client::cli::SendArgs),
+    Send(cli::send::SendArgs),
     /// Check a client or a server against the spec, rule by rule.
-    Conform(msglog::conform::ConformArgs),
+    Conform(cli::conform::ConformArgs),
     /// Measure a running server: throughput, latency, every reply checked.
-    Bench(msglog::bench::BenchArgs),
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum FormatArg {
-    /// `[NAME]: MESSAGE` CR LF, escaped (the original's format)
-    Text,
-    /// one JSON object per line
-    Jsonl,
-}
-
-impl From<FormatArg> for LogFormat {
-    fn from(f: FormatArg) -> LogFormat {
-        match f {
-            FormatArg::Text => LogFormat::Text,
-            FormatArg::Jsonl => LogFormat::Jsonl,
-        }
-    }
-}
-
-#[derive(clap::Args)]
-struct ReadArgs {
-    /// The log file.
-    path: PathBuf,
-    /// Format of the log; by default guessed from its first byte.
-    #[arg(long, value_enum)]
-    format: Option<FormatArg>,
-    /// Only check the log and print the number of records.
-    #[arg(long)]
-    check: bool,
+    Bench(cli::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// TCP port to listen on; 0 picks a free one. The same as --port.
+    #[arg(value_name = "PORT")]
+    port_arg: Option<u16>,
     /// TCP port to listen on; 0 picks a free one.
-    #[arg(env = "MSGLOG_PORT", default_value_t = 5555)]
+    #[arg(long, env = "MSGLOG_PORT", default_value_t = defaults::PORT)]
     port: u16,
+    /// Whether --port was given on the command line (not by the
+    /// environment or the default), to tell a conflict from an override.
+    #[arg(skip)]
+    port_on_command_line: bool,
     /// Address to listen on (repeatable). Default: every IPv6 and IPv4 interface.
     #[arg(long, env = "MSGLOG_BIND", value_delimiter = ',')]
     bind: Vec<IpAddr>,
     /// Log file; created if missing, appended to otherwise.
-    #[arg(long, env = "MSGLOG_LOG", default_value = "messages.log")]
+    #[arg(long, env = "MSGLOG_LOG", default_value = defaults::LOG_PATH)]
     log: PathBuf,
     /// Format of the log records.
     #[arg(long, env = "MSGLOG_LOG_FORMAT", value_enum, default_value = "text")]
@@ -80,45 +62,67 @@ struct ServeArgs {
     /// Flush each group of records to stable storage (fdatasync) before acknowledging it.
     #[arg(long, env = "MSGLOG_FSYNC")]
     fsync: bool,
-    /// Most simultaneous connections; further ones get 0xFF and are closed.
-    #[arg(long, env = "MSGLOG_MAX_CONNECTIONS", default_value_t = 10_000)]
+    /// Most simultaneous connections (1 to 1000000); further ones get 0xFF and are closed.
+    #[arg(long, env = "MSGLOG_MAX_CONNECTIONS", value_name = "N", default_value_t = defaults::MAX_CONNECTIONS, value_parser = whole::<usize>(1, 1_000_000))]
     max_connections: usize,
-    /// Seconds a client has to complete NAME and PASS, and to finish any frame it started.
-    #[arg(long, env = "MSGLOG_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
-    handshake_timeout: f64,
-    /// Seconds an authenticated connection may stay silent before it is closed.
-    #[arg(long, env = "MSGLOG_IDLE_TIMEOUT", default_value_t = 300.0)]
-    idle_timeout: f64,
-    /// Seconds connections get to finish their frame in progress on SIGINT/SIGTERM.
-    #[arg(long, env = "MSGLOG_SHUTDOWN_TIMEOUT", default_value_t = 5.0)]
-    shutdown_timeout: f64,
-    /// Seconds between stats lines (connections, messages/s, bytes/s); 0 turns them off.
-    #[arg(long, env = "MSGLOG_STATS_INTERVAL", default_value_t = 60.0)]
-    stats_interval: f64,
-    /// Microseconds a connection keeps polling for its client's next frame
-    /// after replying, instead of sleeping, while no more connections are
-    /// open than there are CPUs; 0 turns it off. Cuts latency, costs CPU.
-    #[arg(long, env = "MSGLOG_BUSY_POLL_US", default_value_t = 50)]
+    /// Seconds a client has to complete NAME and PASS, and to finish any frame it started (0.1 to 3600).
+    #[arg(long, env = "MSGLOG_HANDSHAKE_TIMEOUT", value_name = "SECS", default_value = secs_text(defaults::HANDSHAKE_TIMEOUT), value_parser = seconds(values::TIMEOUT))]
+    handshake_timeout: Duration,
+    /// Seconds an authenticated connection may stay silent before it is closed (1 to 604800).
+    #[arg(long, env = "MSGLOG_IDLE_TIMEOUT", value_name = "SECS", default_value = secs_text(defaults::IDLE_TIMEOUT), value_parser = seconds(values::IDLE_TIMEOUT))]
+    idle_timeout: Duration,
+    /// Seconds connections get to finish their frame in progress on SIGINT/SIGTERM (0 to 3600).
+    #[arg(long, env = "MSGLOG_SHUTDOWN_TIMEOUT", value_name = "SECS", default_value = secs_text(defaults::SHUTDOWN_TIMEOUT), value_parser = seconds(values::SHUTDOWN_TIMEOUT))]
+    shutdown_timeout: Duration,
+    /// Seconds between stats lines (connections, messages/s, bytes/s): 0.1 to 86400, or 0 for none.
+    #[arg(long, env = "MSGLOG_STATS_INTERVAL", value_name = "SECS", default_value = secs_text(defaults::STATS_INTERVAL), value_parser = seconds_or_off(values::PERIOD))]
+    // Spelled out so that clap takes the parser's `None` (0, off) as a value
+    // instead of making the option optional.
+    stats_interval: ::std::option::Option<Duration>,
+    /// Microseconds (0 to 1000) a connection keeps polling for its client's
+    /// next frame after replying, instead of sleeping, while no more
+    /// connections are open than there are CPUs; 0 turns it off. Cuts
+    /// latency, costs CPU.
+    #[arg(long, env = "MSGLOG_BUSY_POLL_US", value_name = "MICROS", default_value_t = defaults::BUSY_POLL.as_micros() as u64, value_parser = whole::<u64>(0, 1000))]
     busy_poll_us: u64,
-    /// MiB all connections together may hold in partial frames beyond 4 KiB
-    /// each; while it is spent, the connections holding the most stop reading.
-    #[arg(long, env = "MSGLOG_FRAME_BUFFER_BUDGET", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    /// MiB (1 to 65536) all connections together may hold in partial frames
+    /// beyond 4 KiB each; while it is spent, the connections holding the most
+    /// stop reading until memory frees or their frame timeout closes them.
+    #[arg(long, env = "MSGLOG_FRAME_BUFFER_BUDGET", value_name = "MIB", default_value_t = defaults::FRAME_BUDGET_MIB, value_parser = whole::<u64>(1, 65_536))]
     frame_buffer_budget: u64,
 }
 
-fn seconds(name: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("--{name} must be a non-negative number of seconds, got {value}"))
+/// Why `msglog serve`'s options cannot be used together.
+#[derive(Debug, thiserror::Error)]
+enum ServeArgsError {
+    #[error("PORT {positional} and --port {option} disagree; give the port once (either form)")]
+    PortConflict { positional: u16, option: u16 },
 }
 
 impl ServeArgs {
-    fn config(&self) -> Result<Config, String> {
+    /// PORT, else --port (command line, MSGLOG_PORT, or the default). Both on
+    /// the command line must agree.
+    fn port(&self) -> Result<u16, ServeArgsError> {
+        match self.port_arg {
+            Some(positional) if self.port_on_command_line && positional != self.port => {
+                Err(ServeArgsError::PortConflict {
+                    positional,
+                    option: self.port,
+                })
+            }
+            Some(positional) => Ok(positional),
+            None => Ok(self.port),
+        }
+    }
+
+    fn config(&self) -> Result<Config, ServeArgsError> {
+        let port = self.port()?;
         let bind = if self.bind.is_empty() {
-            vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.port))]
+            vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))]
         } else {
             self.bind
                 .iter()
-                .map(|ip| SocketAddr::new(*ip, self.port))
+                .map(|ip| SocketAddr::new(*ip, port))
                 .collect()
         };
         Ok(Config {
@@ -126,17 +130,15 @@ impl ServeArgs {
             log_path: self.log.clone(),
             log_format: self.log_format.into(),
             fsync: self.fsync,
-            stats_interval: Some(seconds("stats-interval", self.stats_interval)?)
-                .filter(|d| !d.is_zero()),
+            stats_interval: self.stats_interval,
             limits: Limits {
-                max_connections: self.max_connections.max(1),
-                handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
-                idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
-                shutdown_timeout: seconds("shutdown-timeout", self.shutdown_timeout)?,
+                max_connections: self.max_connections,
+                handshake_timeout: self.handshake_timeout,
+                idle_timeout: self.idle_timeout,
+                shutdown_timeout: self.shutdown_timeout,
                 busy_poll: Duration::from_micros(self.busy_poll_us),
-                frame_budget: usize::try_from(self.frame_buffer_budget << 20).map_err(|_| {
-                    "--frame-buffer-budget is too large for this machine".to_string()
-                })?,
+                // Larger than the address space is no limit at all.
+                frame_budget: usize::try_from(self.frame_buffer_budget << 20).unwrap_or(usize::MAX),
                 ..Limits::default()
             },
         })
@@ -260,85 +262,26 @@ fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
     });
 }
 
-fn read(args: ReadArgs) -> ExitCode {
-    use std::io::Write;
-    let log = match std::fs::read(&args.path) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("msglog read: cannot read {}: {e}", args.path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(format) = args
-        .format
-        .map(LogFormat::from)
-        .or_else(|| LogFormat::detect(&log))
-    else {
-        if log.is_empty() {
-            if args.check {
-                println!("0 records");
-            }
-            return ExitCode::SUCCESS;
-        }
-        eprintln!("msglog read: {} is neither a text log (starts with `[`) nor a JSON-lines log (starts with `{{`); pass --format", args.path.display());
-        return ExitCode::FAILURE;
-    };
-    let entries: Box<dyn Iterator<Item = Result<Vec<u8>, String>>> = match format {
-        LogFormat::Text => Box::new(msglog::proto::records(&log).map(|r| {
-            let r = r.map_err(|e| e.to_string())?;
-            let mut line = Vec::new();
-            encode_json_line(&mut line, None, &r.name, &r.message);
-            Ok(line)
-        })),
-        LogFormat::Jsonl => Box::new(msglog::proto::json_records(&log).map(|r| {
-            let r = r.map_err(|e| e.to_string())?;
-            let context = JsonContext {
-                timestamp: r.timestamp,
-                peer: r.peer,
-            };
-            let mut line = Vec::new();
-            encode_json_record(&mut line, &context, &r.name, &r.message);
-            Ok(line)
-        })),
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut count = 0u64;
-    for (i, entry) in entries.enumerate() {
-        match entry {
-            Ok(line) => {
-                count += 1;
-                if !args.check && out.write_all(&line).is_err() {
-                    return ExitCode::FAILURE;
-                }
-            }
-            Err(e) => {
-                let _ = out.flush();
-                eprintln!(
-                    "msglog read: record {} of {}: {e}",
-                    i + 1,
-                    args.path.display()
-                );
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    if args.check {
-        let _ = writeln!(out, "{count} records");
-    }
-    if out.flush().is_err() {
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Read(args) => read(args),
-        Command::Send(args) => msglog::client::cli::run_send(args),
-        Command::Conform(args) => msglog::conform::run_conform(args),
-        Command::Bench(args) => msglog::bench::run_bench(args),
+        Command::Serve(mut args) => {
+            args.port_on_command_line = matches
+                .subcommand_matches("serve")
+                .and_then(|m| m.value_source("port"))
+                == Some(ValueSource::CommandLine);
+            serve(args)
+        }
+        Command::Read(args) => cli::read::run(args),
+        Command::Send(args) => msglog::client::cli::run_send(args.into()),
+        Command::Conform(args) => {
+            if args.checks_a_server() {
+                // The concurrency probe holds a thousand sockets open at once.
+                let _ = rlimit::increase_nofile_limit(u64::MAX);
+            }
+            msglog::conform::run_conform(args.into())
+        }
+        Command::Bench(args) => msglog::bench::run_bench(args.into()),
     }
 }

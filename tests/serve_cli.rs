@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::process::{serve_process, signal, ServeProcess, BIN};
+use common::process::{serve_process, signal, start_serving, ServeProcess, BIN};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -309,4 +309,287 @@ fn diagnostics_name_peers_and_rules_but_never_contents() {
             "{l}"
         );
     }
+}
+
+/// Runs `msglog ARGS` with `env` and no other MSGLOG_* variable; returns
+/// its exit code and stderr. For commands that fail before doing anything.
+fn usage(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MSGLOG_") {
+            command.env_remove(key);
+        }
+    }
+    let out = command
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts that `args` is refused as a usage error whose message quotes
+/// `value` as typed and names the allowed `range`.
+fn refused(args: &[&str], env: &[(&str, &str)], value: &str, range: &str) {
+    let (code, err) = usage(args, env);
+    assert_eq!(code, 2, "{args:?} {env:?}: {err}");
+    assert!(err.contains(&format!("'{value}'")), "{args:?}: {err}");
+    assert!(err.contains(range), "{args:?}: {err}");
+}
+
+#[test]
+fn harmful_option_values_are_refused_with_the_allowed_range() {
+    // Each of these was accepted: a CPU spinning forever, a limit silently
+    // raised to 1, every client rejected, every connection closed at login.
+    refused(
+        &["serve", "--busy-poll-us", "18446744073709551615"],
+        &[],
+        "18446744073709551615",
+        "from 0 to 1000",
+    );
+    refused(
+        &["serve", "--max-connections", "0"],
+        &[],
+        "0",
+        "from 1 to 1000000",
+    );
+    refused(
+        &["serve", "--handshake-timeout", "0"],
+        &[],
+        "0",
+        "from 0.1 to 3600",
+    );
+    refused(
+        &["serve", "--idle-timeout", "0"],
+        &[],
+        "0",
+        "from 1 to 604800",
+    );
+    // A huge value is quoted as typed, not mangled through a float.
+    refused(
+        &["serve", "--idle-timeout", "18446744073709551615"],
+        &[],
+        "18446744073709551615",
+        "from 1 to 604800",
+    );
+    refused(
+        &["serve", "--shutdown-timeout=-1"],
+        &[],
+        "-1",
+        "from 0 to 3600",
+    );
+    refused(
+        &["serve", "--stats-interval", "0.01"],
+        &[],
+        "0.01",
+        "0 (off) or a number of seconds from 0.1 to 86400",
+    );
+    refused(
+        &["serve", "--handshake-timeout", "ten"],
+        &[],
+        "ten",
+        "from 0.1 to 3600",
+    );
+    // The environment goes through the same parsers.
+    refused(
+        &["serve"],
+        &[("MSGLOG_IDLE_TIMEOUT", "0")],
+        "0",
+        "from 1 to 604800",
+    );
+    refused(
+        &["serve"],
+        &[("MSGLOG_BUSY_POLL_US", "5000")],
+        "5000",
+        "from 0 to 1000",
+    );
+    // The other commands share the parsers.
+    refused(
+        &[
+            "send",
+            "--name",
+            "u",
+            "--password",
+            "A",
+            "--timeout",
+            "0",
+            "x",
+        ],
+        &[],
+        "0",
+        "from 0.1 to 3600",
+    );
+    refused(
+        &["bench", "--duration", "1e300"],
+        &[],
+        "1e300",
+        "from 0.1 to 86400",
+    );
+    refused(&["bench", "--conns", "0"], &[], "0", "from 1 to 1000000");
+    refused(
+        &["conform", "server", "127.0.0.1:1", "--max-payload", "70000"],
+        &[],
+        "70000",
+        "from 1 to 65535",
+    );
+    refused(
+        &[
+            "conform",
+            "server",
+            "127.0.0.1:1",
+            "--handshake-timeout",
+            "0",
+        ],
+        &[],
+        "0",
+        "from 0.1 to 3600",
+    );
+    refused(
+        &["conform", "client", "--timeout", "inf", "--", "true"],
+        &[],
+        "inf",
+        "from 0.1 to 3600",
+    );
+}
+
+#[test]
+fn port_is_taken_as_an_option_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--bind", "127.0.0.1", "--port", "0"]);
+    let server = start_serving(dir.path(), command);
+    assert_eq!(session(server.port, "u", "by --port"), [0, 0, 0, 0]);
+    drop(server);
+    // Both forms with the same value are fine.
+    let server = start(dir.path(), 0, &["--port", "0"]);
+    drop(server);
+    // The command line beats the environment.
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--bind", "127.0.0.1", "0"])
+        .env("MSGLOG_PORT", "1");
+    let server = start_serving(dir.path(), command);
+    assert_ne!(server.port, 1);
+    drop(server);
+    let (code, err) = usage(&["serve", "6000", "--port", "6001"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("PORT 6000 and --port 6001 disagree"), "{err}");
+}
+
+/// Lines from the server until it exits (after SIGTERM), at most 10 s apart.
+fn lines_until_exit(server: &mut ServeProcess) -> Vec<String> {
+    signal(&server.child, "TERM");
+    assert!(wait_for_exit(&mut server.child).success());
+    std::iter::from_fn(|| server.lines.recv_timeout(Duration::from_secs(10)).ok()).collect()
+}
+
+/// The number in `line` right after `prefix`.
+fn count_after(line: &str, prefix: &str) -> u64 {
+    let rest = &line[line.find(prefix).unwrap_or_else(|| panic!("{line}")) + prefix.len()..];
+    rest.split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"))
+}
+
+//= spec/protocol.md#diagnostics
+//= type=test
+//# The server MUST rate-limit the diagnostics of refused connections and of
+//# failed accepts: it reports the first in full, and counts the ones that
+//# follow within an interval and reports their number in one line.
+#[test]
+fn a_flood_past_the_connection_limit_gives_two_lines_with_the_count() {
+    const FLOOD: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), 0, &["--max-connections", "1"]);
+    // One logged-in connection holds the only place.
+    let mut holder = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    holder
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    holder.write_all(&[1, 1, 0, b'h', 2, 1, 0, b'A']).unwrap();
+    let mut replies = [0xAA; 2];
+    holder.read_exact(&mut replies).unwrap();
+    assert_eq!(replies, [0, 0]);
+    let flood_started = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reply = [0u8; 1];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, [0xFF]);
+    }
+    let intervals = flood_started.elapsed().as_secs() / 10;
+    let lines = lines_until_exit(&mut server);
+    let about: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("connection limit reached"))
+        .collect();
+    // The first in full, then the count of the rest when the server stops:
+    // two lines (a host so slow that the flood took over 10 s adds a count,
+    // and maybe a full line, per 10 s).
+    assert!(about.len() >= 2, "{about:#?}");
+    assert!(about.len() as u64 <= 2 * (intervals + 1), "{about:#?}");
+    assert!(
+        about[0].contains("refusing") && about[0].contains("peer="),
+        "{about:#?}"
+    );
+    let reported: u64 = about
+        .iter()
+        .map(|l| {
+            if l.contains("refusing") {
+                1
+            } else {
+                count_after(l, "refused ")
+            }
+        })
+        .sum();
+    assert_eq!(reported, FLOOD, "{about:#?}");
+    drop(holder);
+}
+
+#[test]
+fn accept_failing_for_want_of_descriptors_is_reported_once_with_a_count() {
+    const HELD: usize = 80;
+    let dir = tempfile::tempdir().unwrap();
+    // A server allowed 40 open files runs out of them accepting connections.
+    let mut command = Command::new("bash");
+    command.args([
+        "-c",
+        "ulimit -n 40 && exec \"$0\" serve --bind 127.0.0.1 0",
+        BIN,
+    ]);
+    let mut server = start_serving(dir.path(), command);
+    let held: Vec<TcpStream> = (0..HELD)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
+        .collect();
+    // Wait until accept has failed, then for some retries (one per 50 ms:
+    // 20 lines a second without the rate limit).
+    let first = std::iter::from_fn(|| server.lines.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|l| l.contains("accept failed"))
+        .expect("accept never failed");
+    assert!(first.contains("error="), "{first}");
+    let waited = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let intervals = waited.elapsed().as_secs() / 10;
+    let lines = lines_until_exit(&mut server);
+    let about: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .collect();
+    // The count, at the stop (plus a count and a full line per 10 s on a
+    // host slow enough to take that long).
+    assert!(!about.is_empty(), "{first}");
+    assert!(about.len() as u64 <= 2 * (intervals + 1), "{about:#?}");
+    assert!(
+        about
+            .iter()
+            .any(|l| l.contains("more times") && count_after(l, "accept failed ") >= 1),
+        "{about:#?}"
+    );
+    drop(held);
 }

@@ -52,7 +52,8 @@ def server_binary() -> Path:
 class Server:
     """A `msglog serve` process on 127.0.0.1, a free port, and a temp log."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
+        """Starts the server with ``options`` added to its command line."""
         binary = server_binary()
         if not binary.is_file():
             raise RuntimeError(
@@ -63,7 +64,7 @@ class Server:
         self.log = Path(self._dir.name) / "messages.log"
         self._stderr = open(Path(self._dir.name) / "stderr.txt", "w+b")
         self._proc = subprocess.Popen(
-            [str(binary), "serve", "--bind", "127.0.0.1", "--log", str(self.log), "0"],
+            [str(binary), "serve", "--bind", "127.0.0.1", "--log", str(self.log), *options, "0"],
             cwd=self._dir.name,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

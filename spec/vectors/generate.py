@@ -390,7 +390,6 @@ def records():
         rec("printable-ascii", bytes(range(0x20, 0x7F)).replace(b"]", b""), bytes(range(0x20, 0x7F))),
         rec("bracket-in-name", b"admin]: x", b"y"),
         rec("bracket-in-message", b"u", b"x]: y [z]"),
-        rec("empty-name-and-message", b"", b""),
         rec("crlf", b"mallory", b"hi\r\n[admin]: pay"),
         rec("controls", b"c", bytes(range(0x00, 0x20)) + b"\x7f"),
         rec("nul-in-name", b"Al\x00ice", b"a\tb"),
@@ -422,6 +421,8 @@ def records():
         ("not-utf8", b"[a]: \xff\r\n", "a raw byte that is not UTF-8"),
         ("cr-inside", b"[a]: b\rc\r\n", "a raw CR inside the record"),
         ("escaped-valid-utf8", "[a]: ␦C3␦A9\r\n".encode(), "é written as escapes"),
+        ("empty-name", b"[]: x\r\n", "an empty name: no server writes one, the protocol rejects an empty NAME"),
+        ("empty-message", b"[a]: \r\n", "an empty message: no server writes one, the protocol rejects an empty MSG"),
     ]
     return {
         "records": good,

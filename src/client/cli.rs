@@ -19,9 +19,6 @@ use tokio::sync::mpsc;
 use super::{Client, ClientError, Options, PipelineError, Source};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 
-/// Port used when neither `--port` nor `MSGLOG_PORT` is given.
-pub const DEFAULT_PORT: u16 = 5555;
-
 /// Exit code: a local failure: standard input could not be read, or the
 /// runtime could not start.
 pub const EXIT_LOCAL_FAILURE: u8 = 1;
@@ -39,7 +36,8 @@ pub const EXIT_MESSAGE_REJECTED: u8 = 6;
 /// Messages in flight at a time: enough to keep a loopback connection busy.
 const WINDOW: usize = 256;
 
-const EXIT_CODES_HELP: &str = "\
+/// The exit statuses of `msglog send`, for its `--help`.
+pub const EXIT_CODES_HELP: &str = "\
 Exit status:
   0  every message was acknowledged (written to the server's log)
   1  reading standard input failed
@@ -49,50 +47,25 @@ Exit status:
   5  the server rejected the password
   6  a message was rejected by the server, or longer than 65535 bytes";
 
-/// Arguments of `msglog send`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(after_help = EXIT_CODES_HELP)]
-pub struct SendArgs {
+/// What `msglog send` is to do (the binary parses it from the command line).
+#[derive(Debug, Clone)]
+pub struct SendOptions {
     /// Host name or IP address of the server.
-    #[arg(long, env = "MSGLOG_HOST", default_value = "localhost")]
     pub host: String,
-
     /// TCP port of the server.
-    #[arg(long, env = "MSGLOG_PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
-
     /// Name the messages are logged under.
-    #[arg(long)]
     pub name: OsString,
-
-    /// Password. Prefer the MSGLOG_PASSWORD environment variable: a
-    /// command-line argument is visible to other users in `ps`.
-    #[arg(long, env = "MSGLOG_PASSWORD", hide_env_values = true)]
     pub password: OsString,
-
-    /// Seconds to wait for the connection, and for each reply.
-    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    /// Limit on connecting, and on each reply.
     pub timeout: Duration,
-
-    /// Messages to send, one each. Without any, each line of standard input
-    /// is sent as one message.
-    #[arg(value_name = "MESSAGE")]
+    /// Messages to send, one each; empty: each line of standard input.
     pub messages: Vec<OsString>,
-}
-
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("`{s}` is not a positive number of seconds")),
-    }
 }
 
 /// Runs `msglog send` on a runtime of its own; prints errors to stderr and
 /// returns the exit status (listed in the command's `--help`).
-pub fn run_send(args: SendArgs) -> ExitCode {
+pub fn run_send(args: SendOptions) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
@@ -145,7 +118,7 @@ impl Login {
     }
 }
 
-async fn send(args: SendArgs) -> Result<(), Failure> {
+async fn send(args: SendOptions) -> Result<(), Failure> {
     let login = Login {
         server: format!("{}:{}", args.host, args.port),
         host: args.host,

@@ -55,6 +55,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::time::Instant;
 
+use crate::defaults;
 use crate::proto::{step, Frame, Response, State, ACK, NAK};
 
 pub mod blocking;
@@ -83,8 +84,8 @@ impl Default for Options {
     /// 10 seconds to connect, 30 seconds for each reply.
     fn default() -> Self {
         Options {
-            connect_timeout: Some(Duration::from_secs(10)),
-            reply_timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Some(defaults::CONNECT_TIMEOUT),
+            reply_timeout: Some(defaults::REPLY_TIMEOUT),
         }
     }
 }

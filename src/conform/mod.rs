@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use checker::{Scenario, SCENARIO_NAMES};
+use checker::Scenario;
 use report::Report;
 
 /// Exit status when a rule failed.
@@ -78,104 +78,53 @@ pub enum ConformError {
     Internal(String),
 }
 
-/// `msglog conform`: check a client or a server against spec/protocol.md.
-#[derive(Debug, clap::Args)]
-pub struct ConformArgs {
-    #[command(subcommand)]
-    pub command: ConformCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum ConformCommand {
+/// What `msglog conform` is to check (the binary parses it from the command line).
+#[derive(Debug)]
+pub enum ConformOptions {
     /// Run a client program against a strict checking server on 127.0.0.1
     /// and judge every connection it makes against the client rules.
-    Client(ClientArgs),
+    Client(ClientOptions),
     /// Run the spec's vectors and probes against a live server and judge
-    /// its replies (and, with --log, its records).
-    Server(ServerArgs),
+    /// its replies (and, with a log, its records).
+    Server(ServerOptions),
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    Duration::try_from_secs_f64(v)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("`{s}`: give a positive number of seconds"))
-}
-
-fn parse_scenario(s: &str) -> Result<Scenario, String> {
-    s.parse()
-}
-
-#[derive(Debug, clap::Args)]
-#[command(after_help = "\
-COMMAND gets MSGLOG_HOST=127.0.0.1 and MSGLOG_PORT in its environment, and
-`{port}` in its arguments is replaced by the port. Its output goes to stderr.
-
-Scenarios (repeatable):
-  reject-password      answer every PASS with 0xFF
-  reject-message=N     answer the Nth MSG of the run (from 1) with 0xFF
-  delay-acks=MS        send every reply MS milliseconds late
-  close-mid-session    close the first connection that sends a MSG right
-                       after it, without a reply and without logging it
-
-Exit status: 0 no rule failed, 1 a rule failed, 2 the check could not run
-or COMMAND made no connection.")]
-pub struct ClientArgs {
+/// `msglog conform client`.
+#[derive(Debug)]
+pub struct ClientOptions {
     /// Port of the checking server on 127.0.0.1; 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
     pub port: u16,
-    /// A fault to play (repeatable).
-    #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario, help = format!("A fault to play (repeatable): {SCENARIO_NAMES}"))]
+    /// Faults to play.
     pub scenarios: Vec<Scenario>,
-    /// Seconds COMMAND may run; it is killed after that.
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    /// Time COMMAND may run; it is killed after that.
     pub timeout: Duration,
-    /// Write what the client sent, as the server's log records, to PATH.
-    #[arg(long, value_name = "PATH")]
+    /// Write what the client sent, as the server's log records, here.
     pub log: Option<PathBuf>,
     /// Print the report as JSON.
-    #[arg(long)]
     pub json: bool,
-    /// The client command and its arguments, after `--`.
-    #[arg(required = true, last = true, value_name = "COMMAND")]
+    /// The client command and its arguments.
     pub command: Vec<OsString>,
 }
 
-#[derive(Debug, clap::Args)]
-#[command(after_help = "\
-Run it against a server nobody else uses during the check: it makes about
-1,300 connections and, with --log, expects the log to gain exactly the
-records it sent.
-
-Exit status: 0 no rule failed, 1 a rule failed, 2 the check could not run.")]
-pub struct ServerArgs {
+/// `msglog conform server`.
+#[derive(Debug)]
+pub struct ServerOptions {
     /// The server, as HOST:PORT.
-    #[arg(value_name = "HOST:PORT")]
     pub target: String,
     /// The server's log file: check the records it gains during the run.
-    #[arg(long, value_name = "PATH")]
     pub log: Option<PathBuf>,
     /// Print the report as JSON.
-    #[arg(long)]
     pub json: bool,
-    /// Seconds to wait for a reply or for the server to close.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    /// Time to wait for a reply or for the server to close.
     pub timeout: Duration,
-    /// The server's payload limit, if below 65535: runs the vectors and the
-    /// probe for PayloadOverLimit.
-    #[arg(long, value_name = "BYTES")]
+    /// The server's payload limit, if below 65535.
     pub max_payload: Option<usize>,
     /// The server's handshake timeout: probes HandshakeTimeout and FrameTimeout.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub handshake_timeout: Option<Duration>,
     /// Clients of the concurrency probe, all logged in at the same time.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u16).range(0..=5000))]
-    pub clients: u16,
-    /// Read the session vectors from DIR instead of the built-in copy of spec/vectors.
-    #[arg(long, value_name = "DIR")]
+    pub clients: usize,
+    /// Read the session vectors from this directory instead of the built-in
+    /// copy of spec/vectors.
     pub vectors: Option<PathBuf>,
 }
 
@@ -187,8 +136,9 @@ fn print(report: &Report, json: bool) {
     }
 }
 
-/// Runs `msglog conform` and returns its exit status.
-pub fn run_conform(args: ConformArgs) -> ExitCode {
+/// Runs `msglog conform` and returns its exit status. The server check
+/// holds a thousand sockets open at once: raise the open-file limit first.
+pub fn run_conform(options: ConformOptions) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -196,8 +146,8 @@ pub fn run_conform(args: ConformArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return error(&ConformError::Runtime(e)),
     };
-    let (report, json, judged) = match args.command {
-        ConformCommand::Client(a) => {
+    let (report, json, judged) = match options {
+        ConformOptions::Client(a) => {
             let check = client::ClientCheck {
                 port: a.port,
                 scenarios: a.scenarios,
@@ -210,9 +160,7 @@ pub fn run_conform(args: ConformArgs) -> ExitCode {
                 Err(e) => return error(&e),
             }
         }
-        ConformCommand::Server(a) => {
-            // The concurrency probe holds a thousand sockets open at once.
-            let _ = rlimit::increase_nofile_limit(u64::MAX);
+        ConformOptions::Server(a) => {
             let vectors = match &a.vectors {
                 Some(dir) => vectors::load_dir(dir),
                 None => vectors::embedded(),
@@ -228,7 +176,7 @@ pub fn run_conform(args: ConformArgs) -> ExitCode {
                 timeout: a.timeout,
                 max_payload: a.max_payload,
                 handshake_timeout: a.handshake_timeout,
-                clients: usize::from(a.clients),
+                clients: a.clients,
             };
             match runtime.block_on(server::check_server(&check)) {
                 Ok(report) => (report, a.json, true),

@@ -3,9 +3,20 @@
 //! message. Text that is not valid UTF-8 is written in base64 and flagged.
 //! The clock is the caller's: the timestamp comes in as an argument.
 
+use std::io;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::frame::MAX_PAYLOAD_LEN;
+use super::record::is_dangerous_char;
+
+/// No JSON record a server writes is longer than this, LF included: every
+/// byte of a 65,535-byte name and message escaped to six bytes (`\u0000`),
+/// plus 256 bytes for the timestamp, the peer address and the punctuation.
+/// A decoder rejects anything longer.
+pub const MAX_JSON_RECORD_LEN: usize = 2 * 6 * MAX_PAYLOAD_LEN + 256;
 
 /// Per-batch context of a JSON record: when and from whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +36,40 @@ impl JsonContext {
     }
 }
 
+/// serde_json's compact output, and `\uXXXX` for every dangerous character
+/// (serde_json escapes only what JSON requires: `"`, `\\` and C0 controls).
+struct EscapeDangerous;
+
+impl serde_json::ser::Formatter for EscapeDangerous {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| is_dangerous_char(c)) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            // Every dangerous character is in the Basic Multilingual Plane:
+            // one `\uXXXX` escape, no surrogate pair.
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
+/// Appends `text` as a JSON string, dangerous characters escaped.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    //= spec/protocol.md#log-format-jsonl
+    //# A JSON record MUST NOT contain raw any character that the text format
+    //# escapes as dangerous (U+0000 to U+001F, U+007F, and the list in Record
+    //# format other than U+2400 to U+2426); each MUST be written as a JSON
+    //# escape.
+    let mut serializer = serde_json::Serializer::with_formatter(&mut *out, EscapeDangerous);
+    // Serializing a &str into a Vec cannot fail.
+    let _ = text.serialize(&mut serializer);
+}
+
 fn push_field(out: &mut Vec<u8>, key: &str, bytes: &[u8]) {
     out.push(b'"');
     out.extend_from_slice(key.as_bytes());
@@ -34,10 +79,7 @@ fn push_field(out: &mut Vec<u8>, key: &str, bytes: &[u8]) {
         //# A name or message that is valid UTF-8 MUST be written as a JSON
         //# string; any other MUST be written in base64 with the flag
         //# `"<field>_encoding":"base64"`.
-        Ok(text) => {
-            // Serializing a &str into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, text);
-        }
+        Ok(text) => push_json_string(out, text),
         Err(_) => {
             out.push(b'"');
             out.extend_from_slice(BASE64.encode(bytes).as_bytes());
@@ -67,9 +109,9 @@ pub fn encode_json_line(
     out.push(b'{');
     if let Some(context) = context {
         out.extend_from_slice(b"\"ts\":");
-        let _ = serde_json::to_writer(&mut *out, &context.timestamp);
+        push_json_string(out, &context.timestamp);
         out.extend_from_slice(b",\"peer\":");
-        let _ = serde_json::to_writer(&mut *out, &context.peer);
+        push_json_string(out, &context.peer);
         out.push(b',');
     }
     push_field(out, "name", name);
@@ -101,6 +143,12 @@ pub enum JsonRecordError {
         field: &'static str,
         encoding: String,
     },
+    #[error("JSON record has an empty name, which no server writes (the protocol rejects an empty NAME)")]
+    EmptyName,
+    #[error("JSON record has an empty message, which no server writes (the protocol rejects an empty MSG)")]
+    EmptyMessage,
+    #[error("JSON record is {len} bytes or more, longer than any record a server writes ({MAX_JSON_RECORD_LEN} bytes)")]
+    TooLong { len: usize },
 }
 
 #[derive(Deserialize)]
@@ -133,17 +181,30 @@ fn field_bytes(
 
 /// Decodes one JSON line, including its LF.
 pub fn decode_json_record(line: &[u8]) -> Result<JsonRecord, JsonRecordError> {
+    //= spec/protocol.md#log-format-jsonl
+    //# A decoder MUST reject a JSON record whose name or message is empty, or
+    //# that is longer than 786,676 bytes including its LF.
+    if line.len() > MAX_JSON_RECORD_LEN {
+        return Err(JsonRecordError::TooLong { len: line.len() });
+    }
     let body = line
         .strip_suffix(b"\n")
         .ok_or(JsonRecordError::MissingTerminator)?;
     let wire: Wire =
         serde_json::from_slice(body).map_err(|e| JsonRecordError::Malformed(e.to_string()))?;
-    Ok(JsonRecord {
+    let record = JsonRecord {
         timestamp: wire.ts,
         peer: wire.peer,
         name: field_bytes("name", wire.name, wire.name_encoding)?,
         message: field_bytes("message", wire.message, wire.message_encoding)?,
-    })
+    };
+    if record.name.is_empty() {
+        return Err(JsonRecordError::EmptyName);
+    }
+    if record.message.is_empty() {
+        return Err(JsonRecordError::EmptyMessage);
+    }
+    Ok(record)
 }
 
 /// Splits a JSON-lines log into records; a last piece without LF (a torn
@@ -215,18 +276,110 @@ mod tests {
         assert_eq!(JsonContext::timestamp_of(t), "2026-11-27T12:10:05.123Z");
     }
 
+    //= spec/protocol.md#log-format-jsonl
+    //= type=test
+    //# A JSON record MUST NOT contain raw any character that the text format
+    //# escapes as dangerous (U+0000 to U+001F, U+007F, and the list in Record
+    //# format other than U+2400 to U+2426); each MUST be written as a JSON
+    //# escape.
+    #[test]
+    fn line_breaking_and_bidi_characters_are_escaped() {
+        let message = "a\u{85}b\u{2028}c\u{2029}d\u{202E}e\u{2066}f\u{2069}g\u{7F}h\u{1B}i␍✓";
+        let mut out = Vec::new();
+        encode_json_record(&mut out, &ctx(), "\u{202E}n".as_bytes(), message.as_bytes());
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "{\"ts\":\"2026-11-27T12:00:00.5Z\",\"peer\":\"[::1]:4000\",\"name\":\"\\u202en\",\
+             \"message\":\"a\\u0085b\\u2028c\\u2029d\\u202ee\\u2066f\\u2069g\\u007fh\\u001bi␍✓\"}\n"
+        );
+        let back = decode_json_record(&out).unwrap();
+        assert_eq!(back.message, message.as_bytes());
+        assert_eq!(back.name, "\u{202E}n".as_bytes());
+    }
+
+    //= spec/protocol.md#log-format-jsonl
+    //= type=test
+    //# A decoder MUST reject a JSON record whose name or message is empty, or
+    //# that is longer than 786,676 bytes including its LF.
+    #[test]
+    fn decoder_rejects_what_no_server_writes() {
+        let line = |name: &str, message: &str| {
+            format!(
+                "{{\"ts\":\"t\",\"peer\":\"p\",\"name\":\"{name}\",\"message\":\"{message}\"}}\n"
+            )
+        };
+        assert_eq!(
+            decode_json_record(line("", "x").as_bytes()),
+            Err(JsonRecordError::EmptyName)
+        );
+        assert_eq!(
+            decode_json_record(line("a", "").as_bytes()),
+            Err(JsonRecordError::EmptyMessage)
+        );
+        let flagged = "{\"ts\":\"t\",\"peer\":\"p\",\"name\":\"a\",\"message\":\"\",\"message_encoding\":\"base64\"}\n";
+        assert_eq!(
+            decode_json_record(flagged.as_bytes()),
+            Err(JsonRecordError::EmptyMessage)
+        );
+        // The longest record: every byte of a maximal name and message
+        // escaped to six bytes, with the longest timestamp and peer address.
+        let context = JsonContext {
+            timestamp: "2026-11-27T12:00:00.123456789Z".into(),
+            peer: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535".into(),
+        };
+        let mut longest = Vec::new();
+        encode_json_record(
+            &mut longest,
+            &context,
+            &[0x01; MAX_PAYLOAD_LEN],
+            &[0x01; MAX_PAYLOAD_LEN],
+        );
+        assert!(longest.len() <= MAX_JSON_RECORD_LEN, "{}", longest.len());
+        assert!(decode_json_record(&longest).is_ok());
+        assert_eq!(MAX_JSON_RECORD_LEN, 786_676);
+        let ten_mb = line("a", &"x".repeat(10 << 20));
+        assert_eq!(
+            decode_json_record(ten_mb.as_bytes()),
+            Err(JsonRecordError::TooLong { len: ten_mb.len() })
+        );
+    }
+
+    /// Bytes biased towards the characters that break lines or reorder text.
+    fn tricky(bytes: Vec<u8>) -> Vec<u8> {
+        const TRICKY: [char; 12] = [
+            '\u{85}', '\u{2028}', '\u{2029}', '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}',
+            '\u{7F}', '\n', '\r', '"', '\\',
+        ];
+        let mut out = Vec::new();
+        for b in bytes {
+            match TRICKY.get(usize::from(b % 32)) {
+                Some(c) => out.extend_from_slice(c.to_string().as_bytes()),
+                None => out.push(b),
+            }
+        }
+        out
+    }
+
     quickcheck! {
         fn json_roundtrip_one_line(name: Vec<u8>, message: Vec<u8>) -> bool {
+            let (name, message) = (tricky(name), tricky(message));
             let mut out = Vec::new();
             encode_json_record(&mut out, &ctx(), &name, &message);
             let one_line = out.iter().filter(|&&b| b == b'\n').count() == 1 && out.ends_with(b"\n");
+            // Valid UTF-8 by construction (base64 is ASCII), and nothing
+            // dangerous raw: Python's `splitlines` sees one line.
+            let text = String::from_utf8(out.clone()).unwrap_or_default();
+            let body = text.strip_suffix('\n').unwrap_or(&text);
+            let nothing_raw = !body.is_empty() && !body.chars().any(is_dangerous_char);
+            let want = if name.is_empty() {
+                Err(JsonRecordError::EmptyName)
+            } else if message.is_empty() {
+                Err(JsonRecordError::EmptyMessage)
+            } else {
+                Ok(JsonRecord { timestamp: ctx().timestamp, peer: ctx().peer, name, message })
+            };
             let back: Vec<_> = json_records(&out).collect();
-            one_line && back == vec![Ok(JsonRecord {
-                timestamp: ctx().timestamp,
-                peer: ctx().peer,
-                name,
-                message,
-            })]
+            one_line && nothing_raw && back == vec![want]
         }
     }
 }

@@ -13,9 +13,15 @@ pub mod record;
 pub use assembler::FrameAssembler;
 pub use engine::{AppendSink, End, Engine, Settings};
 pub use frame::{parse_frame, parse_frame_limited, Frame, FrameError, Parsed};
-pub use jsonl::{decode_json_record, encode_json_record, json_records, JsonContext, JsonRecord};
+pub use jsonl::{
+    decode_json_record, encode_json_record, json_records, JsonContext, JsonRecord, JsonRecordError,
+    MAX_JSON_RECORD_LEN,
+};
 pub use machine::{fail, step, Effect, Response, State, Violation, ACK, NAK};
-pub use record::{decode_record, encode_record, record, records, Record, RecordError};
+pub use record::{
+    decode_record, encode_record, is_dangerous_char, record, records, Record, RecordError,
+    MAX_TEXT_RECORD_LEN,
+};
 
 /// The two log formats (spec: #record-format, #log-format-jsonl).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,6 +39,15 @@ impl LogFormat {
         match self {
             LogFormat::Text => b"\r\n",
             LogFormat::Jsonl => b"\n",
+        }
+    }
+
+    /// The longest record a server writes in this format, terminator
+    /// included; decoders reject longer ones.
+    pub fn max_record_len(self) -> usize {
+        match self {
+            LogFormat::Text => MAX_TEXT_RECORD_LEN,
+            LogFormat::Jsonl => MAX_JSON_RECORD_LEN,
         }
     }
 

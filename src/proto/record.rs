@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use super::frame::MAX_PAYLOAD_LEN;
+
 /// Introduces a byte written as two hex digits: U+2426 SYMBOL FOR SUBSTITUTE FORM TWO.
 pub const ESCAPE: char = '\u{2426}';
 const ESCAPE_UTF8: [u8; 3] = [0xE2, 0x90, 0xA6];
@@ -25,18 +27,32 @@ enum Field {
     Message,
 }
 
-/// Characters that are valid UTF-8 but are escaped byte by byte: they break
-/// lines for some readers (C1 controls, U+2028/9), reorder or hide text
-/// (bidirectional controls, BOM), or are the escapes themselves.
-fn char_needs_escape(c: char) -> bool {
+/// The longest record a server can write, CR LF included: every byte of a
+/// 65,535-byte name and message escaped to five bytes (`␦HH`), plus `[`,
+/// `]: ` and CR LF. A decoder rejects anything longer.
+pub const MAX_TEXT_RECORD_LEN: usize = 1 + 5 * MAX_PAYLOAD_LEN + 3 + 5 * MAX_PAYLOAD_LEN + 2;
+
+/// Characters that are valid text but unsafe to leave raw in a log: they
+/// break lines for some readers (C0 and C1 controls, DEL, U+2028/9: Python's
+/// `splitlines` splits at U+0085 and U+2028), or reorder or hide what a
+/// person sees (bidirectional controls, zero-width characters, BOM). Every
+/// log format escapes them: the text format byte by byte, JSON lines as
+/// `\uXXXX`.
+pub fn is_dangerous_char(c: char) -> bool {
     matches!(c,
-        '\u{80}'..='\u{9F}'
+        '\u{0}'..='\u{1F}'
+        | '\u{7F}'..='\u{9F}'
         | '\u{61C}'
         | '\u{200B}'..='\u{200F}'
         | '\u{2028}'..='\u{202E}'
         | '\u{2060}'..='\u{2069}'
-        | '\u{FEFF}'
-        | '\u{2400}'..='\u{2426}')
+        | '\u{FEFF}')
+}
+
+/// Characters outside ASCII that the text format escapes byte by byte: the
+/// dangerous ones, and the control pictures and `␦`, which are its escapes.
+fn char_needs_escape(c: char) -> bool {
+    is_dangerous_char(c) || ('\u{2400}'..='\u{2426}').contains(&c)
 }
 
 fn push_hex_escape(out: &mut Vec<u8>, byte: u8) {
@@ -185,6 +201,16 @@ pub enum RecordError {
     BadEscape,
     #[error("record is not in the canonical form the encoder writes (an escape where none is needed, or a raw byte that must be escaped)")]
     NotCanonical,
+    #[error(
+        "record has an empty name, which no server writes (the protocol rejects an empty NAME)"
+    )]
+    EmptyName,
+    #[error(
+        "record has an empty message, which no server writes (the protocol rejects an empty MSG)"
+    )]
+    EmptyMessage,
+    #[error("record is {len} bytes or more, longer than any record a server writes ({MAX_TEXT_RECORD_LEN} bytes)")]
+    TooLong { len: usize },
 }
 
 fn unescape(field: &str) -> Result<Vec<u8>, RecordError> {
@@ -220,6 +246,12 @@ fn upper_hex_digit(c: char) -> Option<u8> {
 /// and message bytes. Only the canonical form `encode_record` writes is
 /// accepted, so every record has exactly one reading.
 pub fn decode_record(line: &[u8]) -> Result<Record, RecordError> {
+    //= spec/protocol.md#record-format
+    //# A decoder MUST reject a record whose name or message is empty, or that
+    //# is longer than 655,356 bytes including its CR LF.
+    if line.len() > MAX_TEXT_RECORD_LEN {
+        return Err(RecordError::TooLong { len: line.len() });
+    }
     let body = line
         .strip_suffix(b"\r\n")
         .ok_or(RecordError::MissingTerminator)?;
@@ -241,6 +273,12 @@ pub fn decode_record(line: &[u8]) -> Result<Record, RecordError> {
     //# A decoder MUST reject a line that is not exactly what the encoder writes for some name and message.
     if self::record(&record.name, &record.message) != line {
         return Err(RecordError::NotCanonical);
+    }
+    if record.name.is_empty() {
+        return Err(RecordError::EmptyName);
+    }
+    if record.message.is_empty() {
+        return Err(RecordError::EmptyMessage);
     }
     Ok(record)
 }
@@ -372,6 +410,48 @@ mod tests {
         assert_eq!(decode_record(b"[a]: \xFF\r\n"), Err(RecordError::NotUtf8));
     }
 
+    //= spec/protocol.md#record-format
+    //= type=test
+    //# A decoder MUST reject a record whose name or message is empty, or that
+    //# is longer than 655,356 bytes including its CR LF.
+    #[test]
+    fn decoder_rejects_what_no_server_writes() {
+        assert_eq!(decode_record(b"[]: x\r\n"), Err(RecordError::EmptyName));
+        assert_eq!(decode_record(b"[a]: \r\n"), Err(RecordError::EmptyMessage));
+        assert_eq!(decode_record(b"[]: \r\n"), Err(RecordError::EmptyName));
+        // The longest record: a 65,535-byte name and message of bytes that
+        // are escaped to five bytes each.
+        let longest = record(&[0xFF; MAX_PAYLOAD_LEN], &[0xFF; MAX_PAYLOAD_LEN]);
+        assert_eq!(longest.len(), MAX_TEXT_RECORD_LEN);
+        assert_eq!(MAX_TEXT_RECORD_LEN, 655_356);
+        assert!(decode_record(&longest).is_ok());
+        // One byte more: a record no server writes, even if canonical.
+        let longer = record(&[0xFF; MAX_PAYLOAD_LEN], &[0xFF; MAX_PAYLOAD_LEN + 1]);
+        assert_eq!(
+            decode_record(&longer),
+            Err(RecordError::TooLong { len: longer.len() })
+        );
+        let ten_mb = record(b"a", &vec![b'x'; 10 << 20]);
+        assert!(matches!(
+            decode_record(&ten_mb),
+            Err(RecordError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn dangerous_characters_are_escaped_and_the_escapes_themselves_too() {
+        for c in [
+            '\u{85}', '\u{2028}', '\u{2029}', '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}',
+            '\u{1B}', '\u{7F}',
+        ] {
+            assert!(is_dangerous_char(c), "{c:?}");
+        }
+        for c in ['a', 'é', '✓', '\u{2400}', '\u{2426}', '\u{A0}'] {
+            assert!(!is_dangerous_char(c), "{c:?}");
+        }
+        assert!(char_needs_escape('\u{2426}') && char_needs_escape('\u{2028}'));
+    }
+
     #[test]
     fn torn_tail_is_reported() {
         let mut log = record(b"a", b"one");
@@ -388,7 +468,14 @@ mod tests {
         //# Decoding a record MUST give back exactly the name and message bytes it was made from.
         fn decode_inverts_encode(name: Vec<u8>, message: Vec<u8>) -> bool {
             let r = record(&name, &message);
-            decode_record(&r) == Ok(Record { name, message })
+            let want = if name.is_empty() {
+                Err(RecordError::EmptyName)
+            } else if message.is_empty() {
+                Err(RecordError::EmptyMessage)
+            } else {
+                Ok(Record { name, message })
+            };
+            decode_record(&r) == want
         }
 
         //= spec/protocol.md#record-format
@@ -425,6 +512,8 @@ mod tests {
         }
 
         fn concatenated_records_split_back(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> bool {
+            // A server writes no empty name or message.
+            let pairs: Vec<_> = pairs.into_iter().filter(|(n, m)| !n.is_empty() && !m.is_empty()).collect();
             let mut log = Vec::new();
             for (n, m) in &pairs {
                 encode_record(&mut log, n, m);

@@ -58,17 +58,23 @@ thread_local! {
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
+/// What every connection of a server shares.
+pub(crate) struct ServerContext {
+    pub log: LogWriter,
+    pub limits: Limits,
+    pub settings: Arc<Settings>,
+    pub log_format: LogFormat,
+    pub stats: Arc<Stats>,
+    pub budget: Arc<FrameBudget>,
+}
+
 pub(crate) struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     engine: Engine,
-    log: LogWriter,
-    limits: Arc<Limits>,
-    log_format: LogFormat,
+    ctx: Arc<ServerContext>,
     /// The peer address as the JSON log writes it; made once.
     peer_text: String,
-    stats: Arc<Stats>,
-    budget: Arc<FrameBudget>,
     /// What this connection's partial frame is charged to the budget.
     charged: usize,
     /// Whether to busy-poll for the next frame after replying: true while
@@ -78,7 +84,7 @@ pub(crate) struct Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        self.budget.recharge(self.charged, 0);
+        self.ctx.budget.recharge(self.charged, 0);
     }
 }
 
@@ -128,30 +134,17 @@ impl AppendSink for RecordEncoder<'_> {
 }
 
 impl Connection {
-    pub(crate) fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        log: LogWriter,
-        limits: Arc<Limits>,
-        settings: Arc<Settings>,
-        log_format: LogFormat,
-        stats: Arc<Stats>,
-        budget: Arc<FrameBudget>,
-    ) -> Self {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>) -> Self {
         let _ = stream.set_nodelay(true);
         Connection {
             stream,
             peer,
-            engine: Engine::new(settings, Instant::now()),
-            log,
-            limits,
-            log_format,
-            peer_text: match log_format {
+            engine: Engine::new(ctx.settings.clone(), Instant::now()),
+            peer_text: match ctx.log_format {
                 LogFormat::Jsonl => peer.to_string(),
                 LogFormat::Text => String::new(),
             },
-            stats,
-            budget,
+            ctx,
             charged: 0,
             busy_poll_pays: true,
         }
@@ -163,7 +156,7 @@ impl Connection {
     fn settle_budget(&mut self) {
         let charge = charge_for(self.engine.allocated());
         if charge != self.charged {
-            self.budget.recharge(self.charged, charge);
+            self.ctx.budget.recharge(self.charged, charge);
             self.charged = charge;
         }
     }
@@ -172,9 +165,9 @@ impl Connection {
         //= spec/protocol.md#diagnostics
         //# The server MUST report each accepted and each closed connection with the peer's address.
         tracing::info!(peer = %self.peer, "connection accepted");
-        self.stats.opened();
+        self.ctx.stats.opened();
         let outcome = self.serve(&mut shutdown).await;
-        self.stats.closed();
+        self.ctx.stats.closed();
         let peer = self.peer;
         let end = match outcome {
             Outcome::Io(e) => {
@@ -187,7 +180,7 @@ impl Connection {
         //# The server MUST report each rejection with the name of the rule that was broken.
         match end {
             End::Rejected(v) => {
-                self.stats.rejected.fetch_add(1, Relaxed);
+                self.ctx.stats.rejected.fetch_add(1, Relaxed);
                 tracing::info!(peer = %peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
             }
             End::ClientEndedMidFrame { buffered } => {
@@ -268,7 +261,8 @@ impl Connection {
             if self.read_limit().is_none() {
                 // The budget is spent and this connection holds its share:
                 // it waits, its frame timeout running, until memory frees.
-                let budget = self.budget.clone();
+                let ctx = self.ctx.clone();
+                let budget = &ctx.budget;
                 let freed = budget.freed();
                 if !budget.spent() {
                     continue;
@@ -309,7 +303,7 @@ impl Connection {
             // Busy-polling pays only when the client answers quickly; a slow
             // client is waited for the cheap way until it speeds up again.
             self.busy_poll_pays =
-                read_at.saturating_duration_since(last_reply) <= self.limits.busy_poll;
+                read_at.saturating_duration_since(last_reply) <= self.ctx.limits.busy_poll;
             match input {
                 Input::Deferred => {}
                 Input::Eof => self.engine.handle_eof(),
@@ -318,9 +312,10 @@ impl Connection {
                     append: Some(staged),
                     processed,
                 } => {
-                    let result = self.log.outcome(staged).await;
+                    let result = self.ctx.log.outcome(staged).await;
                     match &result {
                         Ok(()) => self
+                            .ctx
                             .stats
                             .appended(processed.appended, processed.appended_bytes),
                         Err(error) => {
@@ -367,8 +362,9 @@ impl Connection {
     }
 
     fn busy_poll_allowed(&self) -> bool {
-        !self.limits.busy_poll.is_zero()
-            && self.stats.connections_open.load(Relaxed) <= self.limits.busy_poll_connections as u64
+        !self.ctx.limits.busy_poll.is_zero()
+            && self.ctx.stats.connections_open.load(Relaxed)
+                <= self.ctx.limits.busy_poll_connections as u64
     }
 
     /// Reads the socket directly, without waiting for the runtime's readiness
@@ -378,7 +374,7 @@ impl Connection {
     /// idle CPU halts, and waking it costs more than the whole exchange.
     async fn busy_poll(&mut self) -> Option<std::io::Result<Input>> {
         let start = Instant::now();
-        self.stats.busy_polls.fetch_add(1, Relaxed);
+        self.ctx.stats.busy_polls.fetch_add(1, Relaxed);
         loop {
             let polled = self.input_from(|stream, scratch| {
                 match (&*socket2::SockRef::from(&*stream)).read(scratch) {
@@ -395,10 +391,10 @@ impl Connection {
                 }
             });
             if let Poll::Ready(input) = polled {
-                self.stats.busy_poll_hits.fetch_add(1, Relaxed);
+                self.ctx.stats.busy_poll_hits.fetch_add(1, Relaxed);
                 return Some(input);
             }
-            if start.elapsed() >= self.limits.busy_poll || !self.busy_poll_allowed() {
+            if start.elapsed() >= self.ctx.limits.busy_poll || !self.busy_poll_allowed() {
                 return None;
             }
             tokio::task::yield_now().await;
@@ -409,7 +405,11 @@ impl Connection {
     /// that a connection that went to sleep with budget to spare does not
     /// wake up to find it spent and read a whole frame anyway.
     fn read_limit(&self) -> Option<usize> {
-        read_limit(self.budget.spent(), self.engine.allocated(), SCRATCH_LEN)
+        read_limit(
+            self.ctx.budget.spent(),
+            self.engine.allocated(),
+            SCRATCH_LEN,
+        )
     }
 
     /// Reads once with `read`, as much as the frame budget allows, into the
@@ -435,7 +435,7 @@ impl Connection {
                 records.clear();
                 let mut encoder = RecordEncoder {
                     records,
-                    format: self.log_format,
+                    format: self.ctx.log_format,
                     peer: &self.peer_text,
                     json: None,
                 };
@@ -444,7 +444,7 @@ impl Connection {
                         .handle_input(&scratch[..len], Instant::now(), &mut encoder);
                 // One call hands the whole batch to the log: with no write in
                 // progress it is written before this returns.
-                let append = (processed.appended > 0).then(|| self.log.stage(records));
+                let append = (processed.appended > 0).then(|| self.ctx.log.stage(records));
                 Poll::Ready(Ok(Input::Batch { append, processed }))
             })
         })
@@ -511,17 +511,15 @@ mod tests {
         let (stream, peer) = listener.accept().await.unwrap();
         let (_stop, stopped) = watch::channel(false);
         let limits = Limits::default();
-        let settings = Arc::new(limits.session_settings());
-        let connection = Connection::new(
-            stream,
-            peer,
+        let ctx = ServerContext {
             log,
-            Arc::new(limits),
-            settings,
-            LogFormat::Text,
-            Arc::new(Stats::default()),
-            Arc::new(FrameBudget::new(1 << 20)),
-        );
+            settings: Arc::new(limits.session_settings()),
+            limits,
+            log_format: LogFormat::Text,
+            stats: Arc::new(Stats::default()),
+            budget: Arc::new(FrameBudget::new(1 << 20)),
+        };
+        let connection = Connection::new(stream, peer, Arc::new(ctx));
         let task = connection.run(stopped);
         let size = std::mem::size_of_val(&task);
         // About 1.1 KiB in a debug build, less in release; a read buffer in

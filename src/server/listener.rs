@@ -4,18 +4,16 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::budget::FrameBudget;
-use super::connection::{linger_close, Connection};
-use super::log_writer::{LogWriter, OpenError};
-use super::{Limits, Stats};
-use crate::proto::engine::Settings;
+use super::connection::{linger_close, Connection, ServerContext};
+use super::diagnostics::{self, Suppressed, Throttle};
+use super::log_writer::OpenError;
 use crate::proto::machine::NAK;
-use crate::proto::LogFormat;
 
 const BACKLOG: i32 = 1024;
 
@@ -81,27 +79,44 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     /// Refused connections still lingering; bounded separately.
     pub refusals: Arc<Semaphore>,
-    pub log: LogWriter,
-    pub limits: Arc<Limits>,
-    pub settings: Arc<Settings>,
-    pub log_format: LogFormat,
-    pub stats: Arc<Stats>,
-    pub budget: Arc<FrameBudget>,
+    pub context: Arc<ServerContext>,
     pub stop: watch::Receiver<bool>,
     pub alive: mpsc::Sender<()>,
 }
 
 pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
+    //= spec/protocol.md#diagnostics
+    //# The server MUST rate-limit the diagnostics of refused connections and of
+    //# failed accepts: it reports the first in full, and counts the ones that
+    //# follow within an interval and reports their number in one line.
+    let mut refused = Throttle::new(diagnostics::INTERVAL);
+    let mut accept_failed = Throttle::new(diagnostics::INTERVAL);
+    let mut last_accept_error = String::new();
     loop {
+        let due = [refused.due(), accept_failed.due()]
+            .into_iter()
+            .flatten()
+            .min();
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shared.stop.changed() => return,
+            _ = shared.stop.changed() => break,
+            _ = sleep_until_due(due) => {
+                let now = Instant::now();
+                report_refused(refused.summary(now), shared.context.limits.max_connections);
+                report_accept_failed(accept_failed.summary(now), &last_accept_error);
+                continue;
+            }
         };
+        let now = Instant::now();
         let (mut stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
+                report_accept_failed(accept_failed.summary(now), &last_accept_error);
+                last_accept_error = e.to_string();
+                if accept_failed.event(now) {
+                    tracing::warn!(error = %e, "accept failed");
+                }
                 // Out of descriptors or the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -110,7 +125,10 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             //= spec/protocol.md#limits
             //# A server at its connection limit MUST reply 0xFF to a new
             //# connection and close it, without affecting existing connections.
-            tracing::warn!(peer = %peer, limit = shared.limits.max_connections, "connection limit reached; refusing");
+            report_refused(refused.summary(now), shared.context.limits.max_connections);
+            if refused.event(now) {
+                tracing::warn!(peer = %peer, limit = shared.context.limits.max_connections, "connection limit reached; refusing");
+            }
             // Refusals linger too (so the 0xFF is not lost to a reset), but
             // only so many at once: a flood past the limit must stay cheap.
             match shared.refusals.clone().try_acquire_owned() {
@@ -128,16 +146,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             }
             continue;
         };
-        let connection = Connection::new(
-            stream,
-            peer,
-            shared.log.clone(),
-            shared.limits.clone(),
-            shared.settings.clone(),
-            shared.log_format,
-            shared.stats.clone(),
-            shared.budget.clone(),
-        );
+        let connection = Connection::new(stream, peer, shared.context.clone());
         let stop = shared.stop.clone();
         let alive = shared.alive.clone();
         //= spec/protocol.md#listening
@@ -147,5 +156,40 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             connection.run(stop).await;
             drop((permit, alive));
         });
+    }
+    // Stopping: what was counted is reported now, not lost.
+    let now = Instant::now();
+    report_refused(refused.flush(now), shared.context.limits.max_connections);
+    report_accept_failed(accept_failed.flush(now), &last_accept_error);
+}
+
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn report_refused(suppressed: Option<Suppressed>, limit: usize) {
+    if let Some(s) = suppressed {
+        tracing::warn!(
+            refused = s.count,
+            limit,
+            "refused {} more connections in the last {}: connection limit reached",
+            s.count,
+            s.over_text()
+        );
+    }
+}
+
+fn report_accept_failed(suppressed: Option<Suppressed>, last_error: &str) {
+    if let Some(s) = suppressed {
+        tracing::warn!(
+            failed = s.count,
+            error = %last_error,
+            "accept failed {} more times in the last {}",
+            s.count,
+            s.over_text()
+        );
     }
 }

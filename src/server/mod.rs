@@ -3,6 +3,7 @@
 
 mod budget;
 mod connection;
+pub mod diagnostics;
 pub mod listener;
 pub mod log_writer;
 mod stats;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::defaults;
 use crate::proto::engine::Settings;
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
@@ -64,14 +66,14 @@ impl Default for Limits {
     //# configured with a lower connection limit.
     fn default() -> Self {
         Limits {
-            max_connections: 10_000,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            shutdown_timeout: Duration::from_secs(5),
+            max_connections: defaults::MAX_CONNECTIONS,
+            handshake_timeout: defaults::HANDSHAKE_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             max_payload: MAX_PAYLOAD_LEN,
-            busy_poll: Duration::from_micros(50),
+            busy_poll: defaults::BUSY_POLL,
             busy_poll_connections: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            frame_budget: 32 << 20,
+            frame_budget: (defaults::FRAME_BUDGET_MIB << 20) as usize,
         }
     }
 }
@@ -94,8 +96,8 @@ impl Default for Config {
     //# By default the server MUST listen on TCP port 5555 on every IPv6 and IPv4 interface.
     fn default() -> Self {
         Config {
-            bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, 5555))],
-            log_path: PathBuf::from("messages.log"),
+            bind: vec![SocketAddr::from((Ipv6Addr::UNSPECIFIED, defaults::PORT))],
+            log_path: PathBuf::from(defaults::LOG_PATH),
             log_format: LogFormat::Text,
             fsync: false,
             limits: Limits::default(),
@@ -171,10 +173,18 @@ impl Server {
             stats,
             ..
         } = self;
-        let settings = Arc::new(config.limits.session_settings());
         let budget = Arc::new(budget::FrameBudget::new(config.limits.frame_budget));
-        let limits = Arc::new(config.limits);
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        // Dropped by the acceptors and the connections; the last one gone
+        // drops the log writer, whose thread then syncs and ends.
+        let context = Arc::new(connection::ServerContext {
+            log,
+            settings: Arc::new(config.limits.session_settings()),
+            limits: config.limits,
+            log_format: config.log_format,
+            stats: stats.clone(),
+            budget: budget.clone(),
+        });
         let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
         let (stop_tx, stop_rx) = watch::channel(false);
         // Every connection task holds a clone; when all are dropped, every
@@ -195,18 +205,13 @@ impl Server {
                 listener::Shared {
                     permits: permits.clone(),
                     refusals: refusals.clone(),
-                    log: log.clone(),
-                    limits: limits.clone(),
-                    settings: settings.clone(),
-                    log_format: config.log_format,
-                    stats: stats.clone(),
-                    budget: budget.clone(),
+                    context: context.clone(),
                     stop: stop_rx.clone(),
                     alive: alive_tx.clone(),
                 },
             ));
         }
-        drop((log, alive_tx));
+        drop((context, alive_tx));
         shutdown.await;
         //= spec/protocol.md#shutdown
         //# On SIGINT or SIGTERM the server MUST stop accepting connections and let

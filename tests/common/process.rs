@@ -28,11 +28,19 @@ impl Drop for ServeProcess {
 /// Starts `msglog serve --bind 127.0.0.1 PORT EXTRA...` in `dir` and waits
 /// (at most 10 s) for its first line, which names the port.
 pub fn serve_process(dir: &Path, port: u16, extra: &[&str]) -> ServeProcess {
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--bind", "127.0.0.1"])
         .arg(port.to_string())
-        .args(extra)
+        .args(extra);
+    start_serving(dir, command)
+}
+
+/// Starts `command` (a `msglog serve` on 127.0.0.1) in `dir` and waits (at
+/// most 10 s) for its first line, which names the port.
+pub fn start_serving(dir: &Path, mut command: Command) -> ServeProcess {
+    let mut child = command
+        .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

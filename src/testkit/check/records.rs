@@ -1,7 +1,7 @@
 //! The record codec's invariants.
 
 use super::{ensure, Broken, Checked, Hex};
-use crate::proto::record::{decode_record, encode_record, record, records, Record};
+use crate::proto::record::{decode_record, encode_record, record, records, Record, RecordError};
 
 /// Characters that must never appear raw in a record body: they end lines,
 /// or hide or reorder text, for some reader.
@@ -78,10 +78,20 @@ pub fn record_pairs(pairs: &[(&[u8], &[u8])]) -> Checked {
             || format!("{body:?}"),
         )?;
         let back = decode_record(&r);
+        // A server writes no empty name or message: the decoder refuses them.
+        let want = if name.is_empty() {
+            Err(RecordError::EmptyName)
+        } else if message.is_empty() {
+            Err(RecordError::EmptyMessage)
+        } else {
+            Ok(Record {
+                name: name.to_vec(),
+                message: message.to_vec(),
+            })
+        };
         ensure(
-            back.as_ref()
-                .is_ok_and(|b| b.name == name && b.message == message),
-            "decode(encode(name, message)) == (name, message)",
+            back == want,
+            "decode(encode(name, message)) == (name, message), and empty ones are refused",
             || format!("{back:?} from {}", Hex(&r)),
         )?;
         ensure(
@@ -120,7 +130,11 @@ pub fn record_pairs(pairs: &[(&[u8], &[u8])]) -> Checked {
         .collect();
     let want: Vec<_> = pairs
         .iter()
-        .map(|&(n, m)| Ok((n.to_vec(), m.to_vec())))
+        .map(|&(n, m)| match (n.is_empty(), m.is_empty()) {
+            (true, _) => Err(RecordError::EmptyName),
+            (_, true) => Err(RecordError::EmptyMessage),
+            _ => Ok((n.to_vec(), m.to_vec())),
+        })
         .collect();
     ensure(back == want, "concatenated records split back", || {
         format!("{} records read back, {} written", back.len(), want.len())
