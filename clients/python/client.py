@@ -271,6 +271,12 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
         """Whether a session is open (NAME and PASS were accepted)."""
         return self._sock is not None
 
+    @property
+    def _connected(self) -> bool:
+        """Same as :attr:`connected`, read-only: the original client's name for
+        it, which code written for that client (its own tests among it) reads."""
+        return self.connected
+
     def connect(self) -> None:
         """Opens a session: connects, then sends NAME and PASS.
 

@@ -254,6 +254,115 @@ class OriginalSuite(ServerTestCase):
             self.assertEqual(self.records(name), [record(name, f"Hello from {name}!")])
 
 
+class DropInSurface(ServerTestCase):
+    """What code written for the original client relies on, its own unit
+    tests among it: the ``_connected`` flag, ``disconnect()`` on any client,
+    changing the name or password and connecting again, ``ClientError`` for a
+    rejected password, clients in threads that find the server by default."""
+
+    def assert_session(self, c: client.client, open_: bool) -> None:
+        self.assertIs(c._connected, open_)
+        self.assertIs(c.connected, open_)
+
+    def test_connected_follows_the_session(self) -> None:
+        c = self.client(unique("Flag"), defer=True)
+        self.assert_session(c, False)
+        c.connect()
+        self.assert_session(c, True)
+        c.disconnect()
+        self.assert_session(c, False)
+        c.connect()
+        self.assert_session(c, True)
+
+    def test_connected_is_false_after_a_rejected_password(self) -> None:
+        c = self.client(unique("Refused"), "B", defer=True)
+        with self.assertRaises(client.ClientError):
+            c.connect()
+        self.assert_session(c, False)
+
+    def test_connected_is_false_after_a_rejected_message(self) -> None:
+        c = self.client(unique("EmptyMsg"))
+        with self.assertRaises(client.ClientError):
+            c.msg("")
+        self.assert_session(c, False)
+
+    def test_disconnect_without_a_session_does_nothing(self) -> None:
+        never = self.client(unique("Never"), defer=True)
+        never.disconnect()
+        never.disconnect()
+        self.assert_session(never, False)
+        failed = self.client(unique("Failed"), "B", defer=True)
+        with self.assertRaises(client.ClientError):
+            failed.connect()
+        failed.disconnect()
+        failed.disconnect()
+        self.assert_session(failed, False)
+        unreachable = client.client(
+            unique("Unreachable"), "A", "127.0.0.1", closed_port(), defer=True
+        )
+        with self.assertRaises(client.ClientError):
+            unreachable.connect()
+        unreachable.disconnect()
+        self.assert_session(unreachable, False)
+
+    def test_password_changed_then_connect(self) -> None:
+        name = unique("Password")
+        c = self.client(name, defer=True)
+        c.password = "B"
+        with self.assertRaises(client.ClientError) as caught:
+            c.connect()
+        self.assertIsInstance(caught.exception, client.PasswordRejected)
+        self.assert_session(c, False)
+        c.password = "A"
+        c.connect()
+        self.assert_session(c, True)
+        c.msg("with the new password")
+        self.assertEqual(self.records(name), [record(name, "with the new password")])
+
+    def test_name_changed_then_connect(self) -> None:
+        first, second = unique("Before"), unique("After")
+        c = self.client(first, defer=True)
+        c.connect()
+        c.disconnect()
+        c.name = second
+        c.connect()
+        self.assert_session(c, True)
+        c.msg("under the new name")
+        self.assertEqual(self.records(first), [])
+        self.assertEqual(self.records(second), [record(second, "under the new name")])
+
+    def test_clients_in_threads_with_default_host_and_port(self) -> None:
+        # As the original tests do: each thread makes a client with only a
+        # name and password, sends one message and disconnects; the
+        # environment points the defaults at the test server.
+        names = [unique(f"Default{i}") for i in range(10)]
+        seen: dict[str, tuple[bool, bool]] = {}
+        errors: list[BaseException] = []
+
+        def run(name: str) -> None:
+            try:
+                c = client.client(name, "A")
+                during = c._connected
+                c.msg(f"{name} was here")
+                c.disconnect()
+                seen[name] = (during, c._connected)
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+        env = {"MSGLOG_HOST": "127.0.0.1", "MSGLOG_PORT": str(self.server.port)}
+        with mock.patch.dict(os.environ, env):
+            threads = [threading.Thread(target=run, args=(n,)) for n in names]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=WAIT)
+        self.assertFalse(any(t.is_alive() for t in threads), "a client thread hung")
+        self.assertEqual(errors, [])
+        self.assertEqual(seen, {n: (True, False) for n in names})
+        for n in names:
+            self.assertEqual(self.records(n), [record(n, f"{n} was here")])
+
+
 class Sessions(ServerTestCase):
     def test_rename_then_connect(self) -> None:
         first, second = unique("MyUser"), unique("MyOtherUser")
