@@ -7,6 +7,7 @@ pub mod frame;
 pub mod jsonl;
 pub mod machine;
 pub mod record;
+pub mod recovery;
 pub mod session;
 
 pub use frame::{parse_frame, parse_frame_limited, Decoder, Frame, FrameError, Parsed};
@@ -34,12 +35,20 @@ impl LogFormat {
         }
     }
 
-    /// Guesses the format of an existing log from its first byte.
+    /// The format of an existing log, from its content: its first line is a
+    /// record of that format (or, with no line end yet, the start of one).
+    /// `None` for an empty log and for anything else.
     pub fn detect(log: &[u8]) -> Option<LogFormat> {
-        match log.first() {
-            Some(b'[') => Some(LogFormat::Text),
-            Some(b'{') => Some(LogFormat::Jsonl),
-            _ => None,
-        }
+        recovery::detect(log)
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    /// The name `--log-format` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Jsonl => "jsonl",
+        })
     }
 }
