@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::frame::MAX_PAYLOAD_LEN;
-use super::jsonl::{decode_json_record, encode_json_record, JsonContext};
+use super::jsonl::{decode_json_record, encode_json_line, encode_json_record, JsonContext};
 use super::record::record;
 use super::LogFormat;
 
@@ -662,47 +662,43 @@ mod jsonl {
         open(text, i)
     }
 
+    /// Every character of the Basic Multilingual Plane the encoder writes
+    /// escaped in a JSON string, with its escape: asked of the encoder
+    /// itself, once, so that whatever it escapes (and in whichever case),
+    /// the start of an escape is recognised.
+    fn escapes() -> &'static [(char, Vec<u8>)] {
+        static ESCAPES: std::sync::OnceLock<Vec<(char, Vec<u8>)>> = std::sync::OnceLock::new();
+        ESCAPES.get_or_init(|| {
+            const BEFORE: &[u8] = b"{\"name\":\"";
+            const AFTER: &[u8] = b"\",\"message\":\"x\"}\n";
+            let mut found = Vec::new();
+            let mut line = Vec::new();
+            for c in (0..=0xFFFF).filter_map(char::from_u32) {
+                line.clear();
+                let mut buf = [0; 4];
+                encode_json_line(&mut line, None, c.encode_utf8(&mut buf).as_bytes(), b"x");
+                let written = line
+                    .strip_prefix(BEFORE)
+                    .and_then(|rest| rest.strip_suffix(AFTER));
+                if let Some(written) = written.filter(|w| w.starts_with(b"\\")) {
+                    found.push((c, written.to_vec()));
+                }
+            }
+            found
+        })
+    }
+
     /// Characters an unfinished escape or character `partial` could stand
-    /// for: every character an encoder may escape whose escape starts so,
-    /// and whole characters for a partial UTF-8 sequence.
+    /// for: every character the encoder escapes with an escape that starts
+    /// so, or whole characters for a partial UTF-8 sequence.
     fn completions(partial: &[u8]) -> Vec<char> {
         if partial.first() != Some(&b'\\') {
             return complete_utf8(partial);
         }
-        let escapable = ['"', '\\', '/']
-            .into_iter()
-            .chain((0..=0x1F).chain(0x7F..=0xA0).filter_map(char::from_u32))
-            .chain(
-                [
-                    0xAD, 0x61C, 0x180E, 0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2028, 0x2029,
-                    0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064,
-                    0x2066, 0x2067, 0x2068, 0x2069, 0xFEFF, 0xFFF9, 0xFFFA, 0xFFFB,
-                ]
-                .into_iter()
-                .filter_map(char::from_u32),
-            );
-        escapable
-            .filter(|&c| {
-                let code = u32::from(c);
-                let short = match c {
-                    '"' => "\\\"",
-                    '\\' => "\\\\",
-                    '/' => "\\/",
-                    '\u{8}' => "\\b",
-                    '\u{C}' => "\\f",
-                    '\n' => "\\n",
-                    '\r' => "\\r",
-                    '\t' => "\\t",
-                    _ => "",
-                };
-                [
-                    short.to_owned(),
-                    format!("\\u{code:04x}"),
-                    format!("\\u{code:04X}"),
-                ]
-                .iter()
-                .any(|form| !form.is_empty() && form.as_bytes().starts_with(partial))
-            })
+        escapes()
+            .iter()
+            .filter(|(_, escape)| escape.starts_with(partial))
+            .map(|&(c, _)| c)
             .collect()
     }
 
