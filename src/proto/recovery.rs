@@ -769,7 +769,7 @@ mod jsonl {
     /// Whether some timestamp the server writes starts with `text`. Filling
     /// in from these patterns finds one whenever there is one: a month
     /// digit is completed by 1, a day digit by 1 or 0 (for the 30th).
-    fn is_timestamp_start(text: &str) -> bool {
+    pub(super) fn is_timestamp_start(text: &str) -> bool {
         const PATTERNS: [&str; 4] = [
             "2000-01-01T00:00:00Z",
             "2000-01-10T00:00:00Z",
@@ -794,31 +794,60 @@ mod jsonl {
             .is_ok_and(|a| a.to_string() == text)
     }
 
-    /// Whether `text` has the shape of the start of a peer address:
-    /// `a.b.c.d:port` or `[v6]:port`, `[v6%scope]:port`.
-    fn is_peer_start(text: &str) -> bool {
-        #[derive(Clone, Copy, PartialEq)]
-        enum At {
-            Start,
-            V4,
-            V6,
-            Scope,
-            V6End,
-            Port,
+    /// Whether some peer address the server writes starts with `text`: one
+    /// of these completions makes it whole. An IPv4 address needs its
+    /// missing octets and a port. An IPv6 one needs its missing groups
+    /// (groups of 1, with or without a `::` among them, which also gives a
+    /// zero run already written out the longer run it needs after it), or
+    /// the rest of `::ffff:a.b.c.d`; then a scope and a port.
+    pub(super) fn is_peer_start(text: &str) -> bool {
+        const V4_OCTETS: [&str; 7] = ["", "0", ".0", "0.0", ".0.0", "0.0.0", ".0.0.0"];
+        const MAPPED: [&str; 6] = [
+            "ffff:1.1.1.1",
+            "fff:1.1.1.1",
+            "ff:1.1.1.1",
+            "f:1.1.1.1",
+            ":1.1.1.1",
+            "1.1.1.1",
+        ];
+        if text.is_empty() {
+            return true;
         }
-        let mut at = At::Start;
-        for c in text.chars() {
-            at = match (at, c) {
-                (At::Start, '[') => At::V6,
-                (At::Start | At::V4, '0'..='9' | '.') => At::V4,
-                (At::V4 | At::V6End, ':') | (At::Port, '0'..='9') => At::Port,
-                (At::V6, '0'..='9' | 'a'..='f' | ':' | '.') => At::V6,
-                (At::V6, '%') | (At::Scope, '0'..='9') => At::Scope,
-                (At::V6 | At::Scope, ']') => At::V6End,
-                _ => return false,
-            };
+        if text.len() > 64 {
+            return false;
         }
-        text.len() <= 64
+        let fits = |rest: &str| is_peer(&format!("{text}{rest}"));
+        if !text.starts_with('[') {
+            return V4_OCTETS.iter().any(|octets| {
+                [":1", "1", ""]
+                    .iter()
+                    .any(|port| fits(&format!("{octets}{port}")))
+            });
+        }
+        if text.contains(']') {
+            return ["", "1", ":1"].iter().any(|rest| fits(rest));
+        }
+        if text.contains('%') {
+            return ["]:1", "1]:1"].iter().any(|rest| fits(rest));
+        }
+        let ones = |n: usize| vec!["1"; n].join(":");
+        let mut groups: Vec<String> = Vec::new();
+        for before in 0..8 {
+            let explicit = ":1".repeat(before);
+            groups.push(explicit.clone());
+            for after in 0..7 {
+                groups.push(format!("{explicit}::{}", ones(after)));
+            }
+        }
+        let without_colon: Vec<String> = groups
+            .iter()
+            .filter_map(|g| g.strip_prefix(':').map(str::to_owned))
+            .collect();
+        groups.extend(without_colon);
+        groups.extend(MAPPED.iter().chain(&V4_OCTETS).map(|g| g.to_string()));
+        groups
+            .iter()
+            .any(|g| fits(&format!("{g}]:1")) || fits(&format!("{g}%1]:1")))
     }
 
     /// Whether `start` begins a record in the layout where name and message
@@ -1311,14 +1340,7 @@ mod tests {
             ],
         )
             .prop_map(|(s, n)| JsonContext::timestamp_of(UNIX_EPOCH + Duration::new(s, n)));
-        let peer = prop_oneof![
-            any::<SocketAddr>(),
-            Just("[::ffff:127.0.0.1]:5000".parse().unwrap()),
-            Just("[::1]:1".parse().unwrap()),
-            Just("[fe80::1%2]:80".parse().unwrap()),
-            Just("[1:0:0:1::1]:65535".parse().unwrap()),
-        ]
-        .prop_map(|a: SocketAddr| a.to_string());
+        let peer = peer_address().prop_map(|a| a.to_string());
         (time, peer).prop_map(|(timestamp, peer)| JsonContext { timestamp, peer })
     }
 
@@ -1340,8 +1362,55 @@ mod tests {
         cat(&[&record[..at], bad])
     }
 
+    /// Socket addresses as the server may see them, IPv6 ones rich in zero
+    /// groups (where the canonical form compresses the longest run).
+    fn peer_address() -> impl Strategy<Value = SocketAddr> {
+        let group =
+            prop_oneof![3 => Just(0u16), 1 => Just(1u16), 1 => Just(0xFFFF), 1 => any::<u16>()];
+        let v6 = (
+            prop::array::uniform8(group),
+            any::<u16>(),
+            prop_oneof![Just(0u32), any::<u32>()],
+        )
+            .prop_map(|(g, port, scope)| {
+                SocketAddr::V6(std::net::SocketAddrV6::new(g.into(), port, 0, scope))
+            });
+        let mapped = (any::<std::net::Ipv4Addr>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::from((ip.to_ipv6_mapped(), port)));
+        prop_oneof![any::<SocketAddr>(), v6, mapped]
+    }
+
+    #[test]
+    fn what_no_peer_address_starts_with_is_refused() {
+        for text in [
+            "1.2.3.4.",
+            "256",
+            "01",
+            "1.2.3.4:65536",
+            "1.2.3.4:01",
+            "[1::2::",
+            "[1::0",
+            "[01",
+            "[1:0:0:0:5:",
+            "[1:2:3:4:5:6:7::",
+            "[::1%0",
+            "[::1]:x",
+            "[A",
+        ] {
+            assert!(!jsonl::is_peer_start(text), "{text}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_start_of_a_peer_address_is_one(addr in peer_address()) {
+            let text = addr.to_string();
+            for k in 0..=text.len() {
+                prop_assert!(jsonl::is_peer_start(&text[..k]), "{} of {}", k, text);
+            }
+        }
 
         #[test]
         fn every_start_of_a_text_record_is_one(r in text_record()) {
