@@ -213,11 +213,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             log_path.display()
         );
         if let Some(r) = server.recovery() {
-            tracing::warn!(
-                offset = r.offset,
-                removed = r.removed,
-                "cut a torn final record (never acknowledged) off the log"
-            );
+            tracing::warn!(offset = r.offset, removed = r.removed, sidecar = %r.sidecar.display(), "{r}");
         }
         match server.run_until(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

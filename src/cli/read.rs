@@ -344,7 +344,7 @@ impl<W: Write> Reader<W> {
             if bytes.is_empty() {
                 return Ok(Flow::Go);
             }
-            let format = match self.format.or_else(|| LogFormat::detect(bytes)) {
+            let format = match self.format.or_else(|| LogFormat::by_first_byte(bytes)) {
                 Some(f) => f,
                 None => {
                     return Err(ReadError::UnknownFormat {

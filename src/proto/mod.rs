@@ -9,6 +9,7 @@ pub mod frame;
 pub mod jsonl;
 pub mod machine;
 pub mod record;
+pub mod recovery;
 
 pub use assembler::FrameAssembler;
 pub use engine::{AppendSink, End, Engine, Settings};
@@ -44,19 +45,39 @@ impl LogFormat {
 
     /// The longest record a server writes in this format, terminator
     /// included; decoders reject longer ones.
-    pub fn max_record_len(self) -> usize {
+    pub const fn max_record_len(self) -> usize {
         match self {
             LogFormat::Text => MAX_TEXT_RECORD_LEN,
             LogFormat::Jsonl => MAX_JSON_RECORD_LEN,
         }
     }
 
-    /// Guesses the format of an existing log from its first byte.
+    /// The format of an existing log, from its content: its first line is a
+    /// record of that format (or, with no line end yet, the start of one).
+    /// `None` for an empty log and for anything else.
     pub fn detect(log: &[u8]) -> Option<LogFormat> {
+        recovery::detect(log)
+    }
+
+    /// The format whose records start with the first byte of `log` (`[` or
+    /// `{`): which decoder to run on a log that may be damaged, so that the
+    /// decoder can say what is wrong. [`detect`](Self::detect) is the strict
+    /// judge of whether a file is a log of a format.
+    pub fn by_first_byte(log: &[u8]) -> Option<LogFormat> {
         match log.first() {
             Some(b'[') => Some(LogFormat::Text),
             Some(b'{') => Some(LogFormat::Jsonl),
             _ => None,
         }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    /// The name `--log-format` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Jsonl => "jsonl",
+        })
     }
 }

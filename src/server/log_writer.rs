@@ -20,10 +20,10 @@
 //! Nothing here allocates per batch: the staging buffers and waker lists are
 //! swapped back and forth and reused.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, IoSlice, Write};
 use std::mem;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -32,10 +32,9 @@ use tokio::sync::oneshot;
 
 use crate::proto::LogFormat;
 
-/// A record is at most this long in either format: every byte of a
-/// 65,535-byte name and message escaped to at most six bytes (`\u0000` in
-/// JSON; five in text), plus the fixed parts.
-pub const MAX_RECORD_LEN: u64 = 2 * 6 * 65_535 + 256;
+use super::log_file::open_log;
+pub use super::log_file::{OpenError, Recovery};
+
 /// A leader writes at most this many groups in a row before handing over, so
 /// that its own connection is not kept waiting by everyone else's records.
 const MAX_ROUNDS: usize = 4;
@@ -59,24 +58,6 @@ pub struct LogOptions {
     pub format: LogFormat,
     /// `fdatasync` after each group write, before any of its acks.
     pub fsync: bool,
-}
-
-/// A torn final record cut off when the log was opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recovery {
-    /// Length of the log after the cut: where the torn record began.
-    pub offset: u64,
-    /// Bytes removed.
-    pub removed: u64,
-}
-
-/// Why the log could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("cannot open log file {path} for appending: {source}; check that its directory exists and is writable")]
-    NotWritable { path: PathBuf, source: io::Error },
-    #[error("log file {path} ends with {tail} bytes that are not a complete record and too long to be a torn one; it does not look like a msglog log, so it is left untouched: move it away or pass another --log")]
-    NotALog { path: PathBuf, tail: u64 },
 }
 
 type ReopenResult = Result<(), Arc<io::Error>>;
@@ -512,65 +493,6 @@ fn keep(core: Arc<Core>) {
     }
 }
 
-/// Opens for appending, creating the file if missing, and cuts off a final
-/// record that lacks its CR LF: it was being written when a previous server
-/// died, so it was never acknowledged.
-pub fn open_log(path: &Path, format: LogFormat) -> Result<(File, Option<Recovery>), OpenError> {
-    let terminator = format.terminator();
-    let not_writable = |source| OpenError::NotWritable {
-        path: path.to_owned(),
-        source,
-    };
-    //= spec/protocol.md#log-file
-    //# The server MUST open the log file for appending, creating it if it does not exist.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(not_writable)?;
-    let len = file.metadata().map_err(not_writable)?.len();
-    if len == 0 {
-        return Ok((file, None));
-    }
-    //= spec/protocol.md#recovery
-    //# On start, a server MUST remove a final record that lacks its CR LF.
-    let window = len.min(MAX_RECORD_LEN + 2);
-    let mut tail = vec![0; window as usize];
-    file.seek(SeekFrom::Start(len - window))
-        .map_err(not_writable)?;
-    file.read_exact(&mut tail).map_err(not_writable)?;
-    if tail.ends_with(terminator) {
-        return Ok((file, None));
-    }
-    let keep_in_window = tail
-        .windows(terminator.len())
-        .rposition(|w| w == terminator)
-        .map(|i| (i + terminator.len()) as u64);
-    let offset = match keep_in_window {
-        Some(k) => len - window + k,
-        None if len <= MAX_RECORD_LEN => 0,
-        //= spec/protocol.md#recovery
-        //# If the bytes after the last CR LF are longer than any record can be,
-        //# the server MUST refuse to start and leave the file unchanged.
-        None => {
-            return Err(OpenError::NotALog {
-                path: path.to_owned(),
-                tail: window,
-            })
-        }
-    };
-    file.set_len(offset).map_err(not_writable)?;
-    file.sync_all().map_err(not_writable)?;
-    Ok((
-        file,
-        Some(Recovery {
-            offset,
-            removed: len - offset,
-        }),
-    ))
-}
-
 /// What the writer needs of its file; a trait so tests can put a file in
 /// front of it that fails or blocks on demand.
 pub(crate) trait LogFile: Send + 'static {
@@ -657,22 +579,23 @@ impl FileState {
         if let Err(e) = self.file.sync_data() {
             tracing::warn!(error = %e, "sync before reopening the log failed");
         }
-        match open_log(&options.path, options.format) {
-            Ok((file, recovery)) => {
-                if let Some(r) = recovery {
-                    tracing::warn!(
-                        offset = r.offset,
-                        removed = r.removed,
-                        "cut a torn final record off the reopened log"
-                    );
-                }
-                self.len = file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = Box::new(file);
-                Ok(())
-            }
-            Err(OpenError::NotWritable { source, .. }) => Err(Arc::new(source)),
-            Err(e) => Err(Arc::new(io::Error::other(e.to_string()))),
+        //= spec/protocol.md#recovery
+        //# A server that refuses a log when it reopens the log path MUST keep
+        //# writing to the log it had open and report why.
+        // On error `self.file` stays the old file; the error says why.
+        let (file, recovery) =
+            open_log(&options.path, options.format).map_err(|e| Arc::new(io::Error::other(e)))?;
+        if let Some(r) = recovery {
+            tracing::warn!(
+                offset = r.offset,
+                removed = r.removed,
+                sidecar = %r.sidecar.display(),
+                "reopened log: {r}"
+            );
         }
+        self.len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Box::new(file);
+        Ok(())
     }
 }
 
@@ -925,61 +848,5 @@ mod tests {
             // With every writer gone, a reopen says so instead of hanging.
             assert!(reopener.reopen().await.is_err());
         }
-    }
-
-    #[test]
-    fn torn_tail_is_cut_and_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.log");
-        std::fs::write(&path, b"[a]: one\r\n[a]: tw").unwrap();
-        let (_, recovery) = open_log(&path, LogFormat::Text).unwrap();
-        assert_eq!(
-            recovery,
-            Some(Recovery {
-                offset: 10,
-                removed: 7
-            })
-        );
-        assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n");
-        let (_, again) = open_log(&path, LogFormat::Text).unwrap();
-        assert_eq!(again, None);
-    }
-
-    //= spec/protocol.md#recovery
-    //= type=test
-    //# If the bytes after the last CR LF are longer than any record can be,
-    //# the server MUST refuse to start and leave the file unchanged.
-    #[test]
-    fn foreign_file_is_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.log");
-        let junk = vec![b'x'; MAX_RECORD_LEN as usize + 10];
-        std::fs::write(&path, &junk).unwrap();
-        assert!(matches!(
-            open_log(&path, LogFormat::Text),
-            Err(OpenError::NotALog { .. })
-        ));
-        assert_eq!(std::fs::read(&path).unwrap(), junk);
-    }
-
-    //= spec/protocol.md#log-file
-    //= type=test
-    //# The server MUST open the log file for appending, creating it if it does not exist.
-    #[test]
-    fn log_is_created_or_appended_to() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.log");
-        let (mut file, _) = open_log(&path, LogFormat::Text).unwrap();
-        Write::write_all(&mut file, b"[a]: one\r\n").unwrap();
-        drop(file);
-        let (mut file, _) = open_log(&path, LogFormat::Text).unwrap();
-        Write::write_all(&mut file, b"[a]: two\r\n").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n[a]: two\r\n");
-    }
-
-    #[test]
-    fn missing_directory_is_not_writable() {
-        let err = open_log(Path::new("/nonexistent-dir/m.log"), LogFormat::Text).unwrap_err();
-        assert!(matches!(err, OpenError::NotWritable { .. }));
     }
 }

@@ -5,6 +5,7 @@ mod budget;
 mod connection;
 pub mod diagnostics;
 pub mod listener;
+pub mod log_file;
 pub mod log_writer;
 mod stats;
 
@@ -22,9 +23,8 @@ use crate::proto::engine::Settings;
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
 pub use listener::ServeError;
-pub use log_writer::{
-    AppendError, LogOptions, LogReopener, LogWriter, OpenError, Recovery, Staged,
-};
+pub use log_file::{open_log, OpenError, Recovery};
+pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, Staged};
 pub use stats::Stats;
 
 /// Refused connections (over the limit) that may linger at once.
@@ -120,17 +120,19 @@ pub struct Server {
 impl Server {
     /// Opens the log and binds every address; nothing is accepted yet.
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
-        let (log, recovery, log_thread) = LogWriter::open(LogOptions {
-            path: config.log_path.clone(),
-            format: config.log_format,
-            fsync: config.fsync,
-        })?;
+        // Bind first: opening the log may cut a torn record, and nothing may
+        // fail after that, so that the cut is always reported.
         let listeners = listener::bind_all(&config.bind)?;
         let local_addrs = listeners
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServeError::Io)?;
+        let (log, recovery, log_thread) = LogWriter::open(LogOptions {
+            path: config.log_path.clone(),
+            format: config.log_format,
+            fsync: config.fsync,
+        })?;
         Ok(Server {
             listeners,
             local_addrs,
@@ -147,8 +149,8 @@ impl Server {
     }
 
     /// The torn record cut off the log when it was opened, if any.
-    pub fn recovery(&self) -> Option<Recovery> {
-        self.recovery
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// The server's live counters.
