@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::checker::{CheckingServer, Recording, Scenario, ScenarioEvent};
-use super::judge::{judge, EndKind, Verdict};
-use super::report::{hex, hex_up_to, ConnectionTranscript, Report, ScenarioResult, Tally};
+use super::judge::{judge_connection, ConnectionVerdict, ServerEndKind};
+use super::report::{hex, hex_up_to, ConformReport, ScenarioResult, Tally, TranscriptHex};
 use super::rules::CLIENT_RULES;
 use super::ConformError;
 
@@ -50,7 +50,7 @@ impl CommandEnd {
 /// The outcome of `conform client`: the report, and whether any connection
 /// was made at all (without one there is nothing to judge).
 pub struct ClientOutcome {
-    pub report: Report,
+    pub report: ConformReport,
     pub connections: usize,
 }
 
@@ -128,12 +128,12 @@ pub fn judge_recording(
     timeout: Duration,
     target: String,
     log: Option<&PathBuf>,
-) -> Report {
+) -> ConformReport {
     let mut tally = Tally::new(&CLIENT_RULES);
-    let verdicts: Vec<Verdict> = recording
+    let verdicts: Vec<ConnectionVerdict> = recording
         .connections
         .iter()
-        .map(|c| judge(&c.transcript, &mut tally))
+        .map(|c| judge_connection(&c.transcript, &mut tally))
         .collect();
     let mut notes = vec![format!(
         "the command {}; it made {} connection{}",
@@ -166,7 +166,7 @@ pub fn judge_recording(
         .map(|c| {
             let t = &c.transcript;
             let replies: Vec<u8> = t.replies.iter().map(|r| r.byte).collect();
-            ConnectionTranscript {
+            TranscriptHex {
                 connection: t.id,
                 sent: hex_up_to(&t.received, TRANSCRIPT_BYTES),
                 replies: hex_up_to(&replies, TRANSCRIPT_BYTES),
@@ -182,7 +182,7 @@ const TRANSCRIPT_BYTES: usize = 4096;
 fn describe_scenario(
     scenario: Scenario,
     recording: &Recording,
-    verdicts: &[Verdict],
+    verdicts: &[ConnectionVerdict],
     end: CommandEnd,
     timeout: Duration,
 ) -> ScenarioResult {
@@ -240,7 +240,7 @@ fn describe_scenario(
             obs.push(format!("every reply was sent {ms} ms late"));
             for c in &recording.connections {
                 let t = &c.transcript;
-                if t.server_end.map(|e| e.kind) == Some(EndKind::Dropped) {
+                if t.server_end.map(|e| e.kind) == Some(ServerEndKind::Dropped) {
                     obs.push(format!(
                         "connection {}: dropped by the server (close-mid-session) after {} replies",
                         t.id,
@@ -317,7 +317,11 @@ fn describe_scenario(
 
 /// The connection, after the event's, on which the client sent the same
 /// message again.
-fn resent_on(recording: &Recording, verdicts: &[Verdict], e: &ScenarioEvent) -> Option<usize> {
+fn resent_on(
+    recording: &Recording,
+    verdicts: &[ConnectionVerdict],
+    e: &ScenarioEvent,
+) -> Option<usize> {
     recording
         .connections
         .iter()

@@ -12,7 +12,7 @@
 //!   connections ([`server`]), and with `--log` checks the records the
 //!   server's log gained.
 //!
-//! Both print a [`report::Report`]: each rule pass / FAIL / not exercised,
+//! Both print a [`report::ConformReport`]: each rule pass / FAIL / not exercised,
 //! with connection, frame, bytes and spec section for each failure; the exit
 //! status is 0 only when no rule failed.
 
@@ -30,7 +30,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use checker::{Scenario, SCENARIO_NAMES};
-use report::Report;
+use report::ConformReport as Report;
 
 /// Exit status when a rule failed.
 pub const EXIT_FAILED: u8 = 1;

@@ -17,7 +17,7 @@ const MAX_BYTES_SHOWN: usize = 48;
 /// Outcome of one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Status {
+pub enum RuleStatus {
     Pass,
     Fail,
     NotExercised,
@@ -49,7 +49,7 @@ pub struct RuleResult {
     /// `spec/protocol.md#section`.
     pub spec: String,
     pub requirement: &'static str,
-    pub status: Status,
+    pub status: RuleStatus,
     /// How many times the rule was checked.
     pub checks: usize,
     /// How many checks failed (more than `failures` lists, when many did).
@@ -70,7 +70,7 @@ pub struct ScenarioResult {
 
 /// Counts for the last line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Summary {
+pub struct RuleCounts {
     pub pass: usize,
     pub fail: usize,
     pub not_exercised: usize,
@@ -78,7 +78,7 @@ pub struct Summary {
 
 /// A whole report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct ConformReport {
     /// `client` or `server`.
     pub mode: &'static str,
     /// The command judged, or the address of the server judged.
@@ -89,13 +89,13 @@ pub struct Report {
     pub scenarios: Vec<ScenarioResult>,
     /// `conform client`: the byte transcript of every connection (JSON only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub connections: Vec<ConnectionTranscript>,
-    pub summary: Summary,
+    pub connections: Vec<TranscriptHex>,
+    pub summary: RuleCounts,
 }
 
 /// What a client sent on one connection and what it got back.
 #[derive(Debug, Clone, Serialize)]
-pub struct ConnectionTranscript {
+pub struct TranscriptHex {
     pub connection: usize,
     /// Client bytes, hex (shortened after 4096 bytes).
     pub sent: String,
@@ -103,7 +103,7 @@ pub struct ConnectionTranscript {
     pub replies: String,
 }
 
-impl Report {
+impl ConformReport {
     /// True when no rule failed: the exit status is 0 then.
     pub fn passed(&self) -> bool {
         self.summary.fail == 0
@@ -118,7 +118,7 @@ impl Report {
     pub fn failed_rules(&self) -> Vec<&'static str> {
         self.rules
             .iter()
-            .filter(|r| r.status == Status::Fail)
+            .filter(|r| r.status == RuleStatus::Fail)
             .map(|r| r.rule)
             .collect()
     }
@@ -136,9 +136,9 @@ impl Report {
         let width = self.rules.iter().map(|r| r.rule.len()).max().unwrap_or(0);
         for r in &self.rules {
             let status = match r.status {
-                Status::Pass => format!("pass ({})", checks(r.checks)),
-                Status::Fail => format!("FAIL ({} of {})", r.failed, checks(r.checks)),
-                Status::NotExercised => "not exercised".to_string(),
+                RuleStatus::Pass => format!("pass ({})", checks(r.checks)),
+                RuleStatus::Fail => format!("FAIL ({} of {})", r.failed, checks(r.checks)),
+                RuleStatus::NotExercised => "not exercised".to_string(),
             };
             let _ = writeln!(
                 out,
@@ -166,7 +166,7 @@ impl Report {
             if r.failed > r.failures.len() {
                 let _ = writeln!(out, "      ... and {} more", r.failed - r.failures.len());
             }
-            if let (Status::NotExercised, Some(note)) = (r.status, &r.note) {
+            if let (RuleStatus::NotExercised, Some(note)) = (r.status, &r.note) {
                 let _ = writeln!(out, "      ({note})");
             }
         }
@@ -281,8 +281,8 @@ impl Tally {
         target: String,
         notes: Vec<String>,
         scenarios: Vec<ScenarioResult>,
-    ) -> Report {
-        let mut summary = Summary::default();
+    ) -> ConformReport {
+        let mut summary = RuleCounts::default();
         let rules = self
             .entries
             .into_iter()
@@ -296,13 +296,13 @@ impl Tally {
                 } = e;
                 let status = if failed > 0 {
                     summary.fail += 1;
-                    Status::Fail
+                    RuleStatus::Fail
                 } else if checks > 0 {
                     summary.pass += 1;
-                    Status::Pass
+                    RuleStatus::Pass
                 } else {
                     summary.not_exercised += 1;
-                    Status::NotExercised
+                    RuleStatus::NotExercised
                 };
                 RuleResult {
                     rule: rule.name,
@@ -316,7 +316,7 @@ impl Tally {
                 }
             })
             .collect();
-        Report {
+        ConformReport {
             mode,
             target,
             rules,
@@ -370,12 +370,15 @@ mod tests {
             },
         );
         let r = t.into_report("client", "x".into(), vec![], vec![]);
-        assert_eq!(r.rule("SentAfterReject").unwrap().status, Status::Pass);
-        assert_eq!(r.rule("LengthNotBytes").unwrap().status, Status::Fail);
-        assert_eq!(r.rule("OutOfOrder").unwrap().status, Status::NotExercised);
+        assert_eq!(r.rule("SentAfterReject").unwrap().status, RuleStatus::Pass);
+        assert_eq!(r.rule("LengthNotBytes").unwrap().status, RuleStatus::Fail);
+        assert_eq!(
+            r.rule("OutOfOrder").unwrap().status,
+            RuleStatus::NotExercised
+        );
         assert_eq!(
             r.summary,
-            Summary {
+            RuleCounts {
                 pass: 1,
                 fail: 1,
                 not_exercised: 4

@@ -18,12 +18,12 @@ use tokio::time::{sleep, timeout, Instant};
 use crate::proto::frame::{parse_frame, Frame, Parsed, HEADER_LEN};
 use crate::proto::{decode_record, json_records, records, LogFormat};
 
-use super::report::{hex, Failure, Report, Tally};
+use super::report::{hex, ConformReport, Failure, Tally};
 use super::rules::{
     section_rule, violation_rule, Rule, ACKNOWLEDGEMENT, FRAME, LIMITS, LOG_FORMAT_JSONL,
     MSG_RECORDS, RECORD_FORMAT, REPLIES, SERVER_RULES,
 };
-use super::vectors::{ClosedBy, Vector};
+use super::vectors::{ClosedBy, SessionVector};
 use super::ConformError;
 
 /// Vector runs in flight at once.
@@ -50,7 +50,7 @@ pub struct ServerCheck {
     pub target: String,
     /// The server's log file, to check the records it gained.
     pub log: Option<PathBuf>,
-    pub vectors: Vec<Vector>,
+    pub vectors: Vec<SessionVector>,
     /// Longest wait for a reply or for the server to close.
     pub timeout: Duration,
     /// The server's payload limit, if it has one below 65535.
@@ -203,7 +203,7 @@ fn frames_of(bytes: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
-fn plan_for(v: &Vector, mode: Mode) -> Plan {
+fn plan_for(v: &SessionVector, mode: Mode) -> Plan {
     let mut writes: Vec<(Duration, Vec<u8>)> = Vec::new();
     match mode {
         Mode::Whole => writes.push((Duration::ZERO, v.client.clone())),
@@ -250,7 +250,7 @@ fn plan_for(v: &Vector, mode: Mode) -> Plan {
 
 /// The rule a vector's wire result is judged under: its rule, else its
 /// first section that names a server rule.
-fn vector_rule(v: &Vector) -> Rule {
+fn vector_rule(v: &SessionVector) -> Rule {
     if let Some(r) = v.rule.as_deref().and_then(violation_rule) {
         return r;
     }
@@ -367,7 +367,7 @@ struct Run {
 }
 
 /// Runs the whole check and builds the report.
-pub async fn check_server(opts: &ServerCheck) -> Result<Report, ConformError> {
+pub async fn check_server(opts: &ServerCheck) -> Result<ConformReport, ConformError> {
     let addr = tokio::net::lookup_host(&opts.target)
         .await
         .map_err(|source| ConformError::Resolve {
@@ -421,7 +421,7 @@ pub async fn check_server(opts: &ServerCheck) -> Result<Report, ConformError> {
     {
         vectors.push(over_limit_vector(n));
     }
-    let runnable: Vec<&Vector> = vectors
+    let runnable: Vec<&SessionVector> = vectors
         .iter()
         .filter(|v| {
             let ok = match v.max_payload {
@@ -648,11 +648,11 @@ pub async fn check_server(opts: &ServerCheck) -> Result<Report, ConformError> {
 
 /// Only the header of a MSG one byte over the server's limit: the 0xFF must
 /// come without the payload.
-fn over_limit_vector(max: usize) -> Vector {
+fn over_limit_vector(max: usize) -> SessionVector {
     let mut client = login(b"conform-limit");
     client.push(3);
     client.extend_from_slice(&u16::try_from(max + 1).unwrap_or(u16::MAX).to_le_bytes());
-    Vector {
+    SessionVector {
         id: format!("probe-over-limit-{max}"),
         sections: vec!["limits".into()],
         max_payload: Some(max),
@@ -1023,8 +1023,8 @@ fn check_log(
 mod tests {
     use super::*;
 
-    fn v(client: &[u8]) -> Vector {
-        Vector {
+    fn v(client: &[u8]) -> SessionVector {
+        SessionVector {
             id: "t".into(),
             sections: vec!["close".into()],
             max_payload: None,

@@ -51,7 +51,7 @@ pub enum ClosedBy {
 
 /// One session vector: a connection from accept to close.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vector {
+pub struct SessionVector {
     pub id: String,
     /// Section anchors it exercises (`close`, `states`, ...).
     pub sections: Vec<String>,
@@ -84,7 +84,7 @@ fn unhex(s: &str, what: &str, id: &str, file: &str) -> Result<Vec<u8>, ConformEr
 }
 
 /// Parses one `sessions*.json` file.
-pub fn parse(file: &str, text: &str) -> Result<Vec<Vector>, ConformError> {
+pub fn parse(file: &str, text: &str) -> Result<Vec<SessionVector>, ConformError> {
     let parsed: VectorFile = serde_json::from_str(text).map_err(|e| ConformError::Vectors {
         file: file.into(),
         reason: e.to_string(),
@@ -106,7 +106,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Vector>, ConformError> {
                     })
                 }
             };
-            Ok(Vector {
+            Ok(SessionVector {
                 client: unhex(&r.client, "client", &r.id, file)?,
                 replies: unhex(&r.replies, "replies", &r.id, file)?,
                 sections: r
@@ -129,7 +129,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Vector>, ConformError> {
 }
 
 /// The vectors built into the binary.
-pub fn embedded() -> Result<Vec<Vector>, ConformError> {
+pub fn embedded() -> Result<Vec<SessionVector>, ConformError> {
     let mut all = Vec::new();
     for (file, text) in EMBEDDED {
         all.extend(parse(file, text)?);
@@ -138,7 +138,7 @@ pub fn embedded() -> Result<Vec<Vector>, ConformError> {
 }
 
 /// Every `sessions*.json` file in `dir`.
-pub fn load_dir(dir: &Path) -> Result<Vec<Vector>, ConformError> {
+pub fn load_dir(dir: &Path) -> Result<Vec<SessionVector>, ConformError> {
     let io = |source: std::io::Error| ConformError::VectorsDir {
         dir: dir.to_path_buf(),
         source,
@@ -174,12 +174,12 @@ mod tests {
     #[test]
     fn embedded_vectors_are_the_spec_directory() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/vectors");
-        let by_id = |mut v: Vec<Vector>| {
+        let by_id = |mut v: Vec<SessionVector>| {
             v.sort_by(|a, b| a.id.cmp(&b.id));
             v
         };
         let (built_in, on_disk) = (by_id(embedded().unwrap()), by_id(load_dir(&dir).unwrap()));
-        let ids = |v: &[Vector]| v.iter().map(|v| v.id.clone()).collect::<Vec<_>>();
+        let ids = |v: &[SessionVector]| v.iter().map(|v| v.id.clone()).collect::<Vec<_>>();
         assert_eq!(
             ids(&built_in),
             ids(&on_disk),
