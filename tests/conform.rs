@@ -644,6 +644,81 @@ fn a_server_that_does_not_check_the_tag_fails_out_of_order_and_unknown_tag() {
     );
 }
 
+/// A server that dies mid-check (tests/fixtures/server_crashes.py exits at
+/// its 150th connection): the report says so once, first, as the root
+/// cause, and what came after is void, not a thousand failures.
+#[test]
+fn a_server_that_crashes_mid_check_is_one_root_cause() {
+    let server = ServerProcess::python("server_crashes.py");
+    let (status, report) = conform(&[
+        "server",
+        &server.addr(),
+        "--json",
+        "--timeout",
+        "2",
+        "--clients",
+        "200",
+    ]);
+    assert_eq!(status, 1, "{report:#}");
+    let cause = &report["root_causes"][0];
+    assert_eq!(cause["kind"], "server-stopped", "{report:#}");
+    let explanation = cause["explanation"].as_str().unwrap();
+    assert!(
+        explanation.starts_with("the server stopped accepting connections after ")
+            && explanation.contains("(the first refused was connection ")
+            && explanation.contains("every later check is void"),
+        "{explanation}"
+    );
+    // Nothing is blamed on the rules: the checks after the stop are void.
+    assert_eq!(report["summary"]["fail"], 0, "{report:#}");
+    let limits = rule(&report, "limits");
+    assert!(limits["void"].as_u64().unwrap() >= 200, "{limits}");
+    assert!(
+        limits["note"].as_str().unwrap().contains("void"),
+        "{limits}"
+    );
+    assert!(cause["void_checks"].as_u64().unwrap() >= 200, "{cause}");
+}
+
+/// One wrong behaviour, a CLOSE answered with 0xFF, fails checks under
+/// many rules: the report opens with it as one root cause, and the
+/// messages the server did acknowledge are not blamed on its log.
+#[test]
+fn a_wrong_close_reply_is_one_root_cause_across_rules() {
+    let server = ServerProcess::python("server_close_nak.py");
+    let log = server.log.display().to_string();
+    let (status, report) = conform(&[
+        "server",
+        &server.addr(),
+        "--json",
+        "--timeout",
+        "2",
+        "--clients",
+        "50",
+        "--log",
+        &log,
+    ]);
+    assert_eq!(status, 1, "{report:#}");
+    let causes = report["root_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "{report:#}");
+    assert_eq!(causes[0]["kind"], "shared-symptom");
+    assert_eq!(
+        causes[0]["symptom"],
+        "CLOSE (0x04) answered with 0xFF instead of 0x00"
+    );
+    let failed_checks: u64 = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["failed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(causes[0]["failures"], failed_checks, "{report:#}");
+    let rules = causes[0]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 5, "{rules:?}");
+    assert_eq!(rule(&report, "msg")["failed"], 0, "{report:#}");
+    assert!(rule(&report, "msg")["checks"].as_u64().unwrap() > 1000);
+}
+
 #[test]
 fn an_unreachable_server_is_an_error_not_a_report() {
     // A port nobody listens on: bind one, note it, close it.

@@ -442,6 +442,7 @@ fn blame(t: &ClientTranscript, frame: Option<usize>, bytes: &[u8], detail: Strin
         frame,
         bytes: hex(bytes),
         detail,
+        ..Failure::default()
     }
 }
 

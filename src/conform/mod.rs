@@ -20,6 +20,7 @@ pub mod checker;
 pub mod client;
 pub mod judge;
 pub mod report;
+pub mod root_cause;
 pub mod rules;
 pub mod server;
 pub mod vectors;
