@@ -14,12 +14,10 @@ use tokio::time::{sleep, timeout, Instant};
 
 use crate::proto::Frame;
 
+use super::concurrent_clients::{ClientStep, ConcurrentFailure, ConcurrentFailureKind, RepliesEnd};
 use super::liveness::{Liveness, Refusal, Stopped, REFUSALS_TO_STOP};
 use super::plan::{frame, login, Plan};
-use super::verdict::{
-    ClientStep, ConcurrentFailure, ConcurrentFailureKind, ConnectFailure, ConnectFailureKind,
-    ConnectionEnd, Observed, RepliesEnd,
-};
+use super::verdict::{ConnectFailure, ConnectFailureKind, ConnectionEnd, Observed};
 
 /// Pause between the connection attempts of a liveness check.
 const LIVENESS_RETRY: Duration = Duration::from_millis(100);
