@@ -155,6 +155,17 @@ fn rust_client_stops_after_a_rejected_message() {
             .contains("exited with status 6"),
         "{report:#}"
     );
+    // It lost "two" and the messages pipelined behind it, and said so.
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
+    let observations = report["scenarios"][0]["observations"].to_string();
+    assert!(
+        observations.contains(r#"3 messages were never logged (\"two\", \"three\", \"four\")"#)
+            && observations.contains("its last line on stderr was")
+            && observations
+                .contains("the client reported the failure to its caller: meets MessageLost")
+            && observations.contains("its arguments, which hold the messages it sent"),
+        "{observations}"
+    );
 }
 
 /// msglog's own Python client (clients/python/client.py), driven by a tiny
@@ -221,6 +232,11 @@ fn python_client_stops_after_a_rejected_message() {
             .unwrap()
             .contains("exited with status 1"),
         "{report:#}"
+    );
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
+    assert!(
+        scenario.contains("the client reported the failure to its caller"),
+        "{scenario}"
     );
 }
 
@@ -334,10 +350,26 @@ fn sending_after_0xff_fails_sent_after_reject_only() {
     );
     let scenario = report["scenarios"][0]["observations"][0].as_str().unwrap();
     assert!(scenario.contains("breaks SentAfterReject"), "{scenario}");
-    // Without the scenario nothing is rejected, and nothing fails.
+    // Without the scenario nothing is rejected, and nothing fails; the
+    // rules left unexercised say why.
     let (status, report) = conform_client(&[], "client_ignores_reject.py", &[]);
     assert_eq!(status, 0, "{report:#}");
-    assert_eq!(rule(&report, "SentAfterReject")["status"], "not-exercised");
+    let sent_after = rule(&report, "SentAfterReject");
+    assert_eq!(sent_after["status"], "not-exercised");
+    assert!(
+        sent_after["note"]
+            .as_str()
+            .unwrap()
+            .contains("never answered 0xFF"),
+        "{sent_after}"
+    );
+    assert!(
+        rule(&report, "MessageLost")["note"]
+            .as_str()
+            .unwrap()
+            .contains("no MSG was refused"),
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -371,6 +403,62 @@ fn pipelined_frames_in_flight_are_not_sent_after_reject() {
             && connection.contains("the server rejected frame 4 (scenario reject-message)"),
         "{connection}"
     );
+    // The four messages from the rejected one on were lost, and it said so.
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
+}
+
+/// A client that drops the rejected message and stops, exiting 0 as if
+/// all were logged, loses it silently: MessageLost fails, and says which
+/// messages were lost.
+//= spec/protocol.md#client-requirements
+//= type=test
+//# A client whose MSG got 0xFF, or no reply before its connection ended, MUST send that message again or report to its caller that it was not logged.
+#[test]
+fn a_client_that_drops_a_rejected_message_fails_message_lost_only() {
+    let (status, report) = conform_client(
+        &["--scenario", "reject-message=2"],
+        "client_drops_rejected.py",
+        &["one", "two", "three"],
+    );
+    assert_eq!(status, 1, "{report:#}");
+    assert_eq!(failed(&report), ["MessageLost"], "{report:#}");
+    let f = first_failure(&report, "MessageLost");
+    assert_eq!(
+        (f["connection"].as_u64(), f["frame"].as_u64()),
+        (Some(1), Some(4))
+    );
+    let detail = f["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(r#"1 message was never logged ("two")"#)
+            && detail.contains("exited with status 0")
+            && detail.contains(r#"its arguments "three" were never sent either"#),
+        "{detail}"
+    );
+    let observations = report["scenarios"][0]["observations"].to_string();
+    assert!(
+        observations.contains("carried on as if nothing happened: breaks MessageLost"),
+        "{observations}"
+    );
+}
+
+/// The same scenario with a client that logs in again and resends the
+/// rejected message: nothing is lost, everything passes.
+#[test]
+fn a_client_that_retries_a_rejected_message_passes() {
+    let (status, report) = conform_client(
+        &["--scenario", "reject-message=2"],
+        "client_retries_rejected.py",
+        &["one", "two", "three"],
+    );
+    assert_eq!(status, 0, "{report:#}");
+    assert!(failed(&report).is_empty(), "{report:#}");
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass");
+    let observations = report["scenarios"][0]["observations"].to_string();
+    assert!(
+        observations.contains("was sent again on connection 2 and logged")
+            && observations.contains("no message was lost: meets MessageLost"),
+        "{observations}"
+    );
 }
 
 #[test]
@@ -386,19 +474,23 @@ fn a_message_lost_to_a_dropped_connection_is_reported() {
     );
     // No client rule is broken; the client raised, so the driver failed.
     assert_eq!(status, 0, "{report:#}");
-    let observation = report["scenarios"][0]["observations"][0].as_str().unwrap();
+    let observations = report["scenarios"][0]["observations"].to_string();
     assert!(
-        observation.contains("closed the connection right after MSG (frame 3")
-            && observation.contains("exited with status 1"),
-        "{observation}"
+        observations.contains("closed the connection right after MSG (frame 3")
+            && observations.contains("exited with status 1"),
+        "{observations}"
     );
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
 }
 
 #[test]
 fn a_command_that_never_connects_is_an_error() {
     let (status, report) = conform(&["client", "--json", "--", "python3", "-c", "pass"]);
     assert_eq!(status, 2);
-    assert_eq!(with_status(&report, "not-exercised").len(), 6);
+    assert_eq!(with_status(&report, "not-exercised").len(), 7);
+    for r in report["rules"].as_array().unwrap() {
+        assert_eq!(r["note"], "the command made no connection", "{r}");
+    }
     assert!(report["notes"]
         .to_string()
         .contains("no connection was made"));

@@ -18,10 +18,12 @@
 
 pub mod checker;
 pub mod client;
+pub mod delivery;
 pub mod judge;
 pub mod report;
 pub mod root_cause;
 pub mod rules;
+pub mod scenario_outcome;
 pub mod server;
 pub mod vectors;
 
