@@ -598,6 +598,14 @@ fn msglog_serve_passes_conform_server() {
         ["PayloadOverLimit", "AppendFailed", "ShuttingDown"],
         "{report:#}"
     );
+    for name in with_status(&report, "not-exercised") {
+        let note = rule(&report, name)["note"].as_str().unwrap_or_default();
+        assert!(
+            !note.is_empty(),
+            "{name} does not say why it was not exercised"
+        );
+    }
+    assert!(report.get("root_causes").is_none(), "{report:#}");
     assert_eq!(rule(&report, "limits")["failed"], 0);
     assert!(rule(&report, "limits")["checks"].as_u64().unwrap() >= 1000);
     assert!(rule(&report, "msg")["checks"].as_u64().unwrap() >= 2000);

@@ -171,11 +171,11 @@ impl ConcurrentFailure {
             return Some(Void::NotRun);
         }
         let stop = stopped?;
-        let after_last_accept = self.at >= stop.last_accepted_at;
+        let after_last_accept = self.at >= stop.cut_off_since();
         match &self.kind {
             ConcurrentFailureKind::NotConnected(f) => (f.kind == ConnectFailureKind::Refused
-                && f.at >= stop.first_refusal.at)
-                .then_some(Void::NotRun),
+                && f.at >= stop.cut_off_since())
+            .then_some(Void::NotRun),
             ConcurrentFailureKind::WriteFailed { .. } => after_last_accept.then_some(Void::CutOff),
             ConcurrentFailureKind::Replies { got, end, .. } => {
                 (!matches!(end, RepliesEnd::TimedOut(_))

@@ -31,7 +31,7 @@ pub struct ConnectFailure {
     pub kind: ConnectFailureKind,
     /// What the system said, for the report.
     pub message: String,
-    /// When, since the run started.
+    /// When the attempt started, since the run started.
     pub at: Duration,
 }
 
@@ -95,9 +95,9 @@ pub enum Void {
 
 /// Whether an observation says nothing about the rules because the server
 /// had stopped accepting connections: the check was not run, its connection
-/// was refused with the stop, or, after the last connection the server
-/// accepted, it lost its server before the replies that were due (what a
-/// crash looks like from the client's side).
+/// was refused with the stop, or, around the last connection the server
+/// accepted or after, it lost its server before the replies that were due
+/// (what a crash looks like from the client's side).
 pub fn void_of(got: &Observed, expected: &[u8], stopped: Option<&Stopped>) -> Option<Void> {
     if got.end == ConnectionEnd::NotRun {
         return Some(Void::NotRun);
@@ -105,12 +105,12 @@ pub fn void_of(got: &Observed, expected: &[u8], stopped: Option<&Stopped>) -> Op
     let stop = stopped?;
     match &got.end {
         ConnectionEnd::Unreachable(f) => (f.kind == ConnectFailureKind::Refused
-            && f.at >= stop.first_refusal.at)
-            .then_some(Void::NotRun),
+            && f.at >= stop.cut_off_since())
+        .then_some(Void::NotRun),
         // A reset cuts off even a connection whose replies were all there
         // (then it would fail graceful-close); a close only one whose
         // replies were not.
-        ConnectionEnd::Eof | ConnectionEnd::Reset(_) => (got.ended_at >= stop.last_accepted_at
+        ConnectionEnd::Eof | ConnectionEnd::Reset(_) => (got.ended_at >= stop.cut_off_since()
             && expected.starts_with(&got.replies)
             && (got.replies.len() < expected.len() || matches!(got.end, ConnectionEnd::Reset(_))))
         .then_some(Void::CutOff),

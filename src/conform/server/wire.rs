@@ -69,8 +69,9 @@ impl Target {
         if self.liveness.stopped().is_some() {
             return Err(NoConnection::NotRun);
         }
-        let attempt = timeout(wait, TcpStream::connect(self.addr)).await;
+        // Attempts are ordered by their start: see `liveness`.
         let at = self.since_start();
+        let attempt = timeout(wait, TcpStream::connect(self.addr)).await;
         match attempt {
             Ok(Ok(s)) => {
                 self.liveness.accepted(at);
