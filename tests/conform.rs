@@ -155,6 +155,17 @@ fn rust_client_stops_after_a_rejected_message() {
             .contains("exited with status 6"),
         "{report:#}"
     );
+    // It lost "two" and the messages pipelined behind it, and said so.
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
+    let observations = report["scenarios"][0]["observations"].to_string();
+    assert!(
+        observations.contains(r#"3 messages were never logged (\"two\", \"three\", \"four\")"#)
+            && observations.contains("its last line on stderr was")
+            && observations
+                .contains("the client reported the failure to its caller: meets MessageLost")
+            && observations.contains("its arguments, which hold the messages it sent"),
+        "{observations}"
+    );
 }
 
 /// msglog's own Python client (clients/python/client.py), driven by a tiny
@@ -221,6 +232,11 @@ fn python_client_stops_after_a_rejected_message() {
             .unwrap()
             .contains("exited with status 1"),
         "{report:#}"
+    );
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
+    assert!(
+        scenario.contains("the client reported the failure to its caller"),
+        "{scenario}"
     );
 }
 
@@ -334,10 +350,26 @@ fn sending_after_0xff_fails_sent_after_reject_only() {
     );
     let scenario = report["scenarios"][0]["observations"][0].as_str().unwrap();
     assert!(scenario.contains("breaks SentAfterReject"), "{scenario}");
-    // Without the scenario nothing is rejected, and nothing fails.
+    // Without the scenario nothing is rejected, and nothing fails; the
+    // rules left unexercised say why.
     let (status, report) = conform_client(&[], "client_ignores_reject.py", &[]);
     assert_eq!(status, 0, "{report:#}");
-    assert_eq!(rule(&report, "SentAfterReject")["status"], "not-exercised");
+    let sent_after = rule(&report, "SentAfterReject");
+    assert_eq!(sent_after["status"], "not-exercised");
+    assert!(
+        sent_after["note"]
+            .as_str()
+            .unwrap()
+            .contains("never answered 0xFF"),
+        "{sent_after}"
+    );
+    assert!(
+        rule(&report, "MessageLost")["note"]
+            .as_str()
+            .unwrap()
+            .contains("no MSG was refused"),
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -371,6 +403,62 @@ fn pipelined_frames_in_flight_are_not_sent_after_reject() {
             && connection.contains("the server rejected frame 4 (scenario reject-message)"),
         "{connection}"
     );
+    // The four messages from the rejected one on were lost, and it said so.
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
+}
+
+/// A client that drops the rejected message and stops, exiting 0 as if
+/// all were logged, loses it silently: MessageLost fails, and says which
+/// messages were lost.
+//= spec/protocol.md#client-requirements
+//= type=test
+//# A client whose MSG got 0xFF, or no reply before its connection ended, MUST send that message again or report to its caller that it was not logged.
+#[test]
+fn a_client_that_drops_a_rejected_message_fails_message_lost_only() {
+    let (status, report) = conform_client(
+        &["--scenario", "reject-message=2"],
+        "client_drops_rejected.py",
+        &["one", "two", "three"],
+    );
+    assert_eq!(status, 1, "{report:#}");
+    assert_eq!(failed(&report), ["MessageLost"], "{report:#}");
+    let f = first_failure(&report, "MessageLost");
+    assert_eq!(
+        (f["connection"].as_u64(), f["frame"].as_u64()),
+        (Some(1), Some(4))
+    );
+    let detail = f["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(r#"1 message was never logged ("two")"#)
+            && detail.contains("exited with status 0")
+            && detail.contains(r#"its arguments "three" were never sent either"#),
+        "{detail}"
+    );
+    let observations = report["scenarios"][0]["observations"].to_string();
+    assert!(
+        observations.contains("carried on as if nothing happened: breaks MessageLost"),
+        "{observations}"
+    );
+}
+
+/// The same scenario with a client that logs in again and resends the
+/// rejected message: nothing is lost, everything passes.
+#[test]
+fn a_client_that_retries_a_rejected_message_passes() {
+    let (status, report) = conform_client(
+        &["--scenario", "reject-message=2"],
+        "client_retries_rejected.py",
+        &["one", "two", "three"],
+    );
+    assert_eq!(status, 0, "{report:#}");
+    assert!(failed(&report).is_empty(), "{report:#}");
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass");
+    let observations = report["scenarios"][0]["observations"].to_string();
+    assert!(
+        observations.contains("was sent again on connection 2 and logged")
+            && observations.contains("no message was lost: meets MessageLost"),
+        "{observations}"
+    );
 }
 
 #[test]
@@ -386,19 +474,23 @@ fn a_message_lost_to_a_dropped_connection_is_reported() {
     );
     // No client rule is broken; the client raised, so the driver failed.
     assert_eq!(status, 0, "{report:#}");
-    let observation = report["scenarios"][0]["observations"][0].as_str().unwrap();
+    let observations = report["scenarios"][0]["observations"].to_string();
     assert!(
-        observation.contains("closed the connection right after MSG (frame 3")
-            && observation.contains("exited with status 1"),
-        "{observation}"
+        observations.contains("closed the connection right after MSG (frame 3")
+            && observations.contains("exited with status 1"),
+        "{observations}"
     );
+    assert_eq!(rule(&report, "MessageLost")["status"], "pass", "{report:#}");
 }
 
 #[test]
 fn a_command_that_never_connects_is_an_error() {
     let (status, report) = conform(&["client", "--json", "--", "python3", "-c", "pass"]);
     assert_eq!(status, 2);
-    assert_eq!(with_status(&report, "not-exercised").len(), 6);
+    assert_eq!(with_status(&report, "not-exercised").len(), 7);
+    for r in report["rules"].as_array().unwrap() {
+        assert_eq!(r["note"], "the command made no connection", "{r}");
+    }
     assert!(report["notes"]
         .to_string()
         .contains("no connection was made"));
@@ -506,6 +598,14 @@ fn msglog_serve_passes_conform_server() {
         ["PayloadOverLimit", "AppendFailed", "ShuttingDown"],
         "{report:#}"
     );
+    for name in with_status(&report, "not-exercised") {
+        let note = rule(&report, name)["note"].as_str().unwrap_or_default();
+        assert!(
+            !note.is_empty(),
+            "{name} does not say why it was not exercised"
+        );
+    }
+    assert!(report.get("root_causes").is_none(), "{report:#}");
     assert_eq!(rule(&report, "limits")["failed"], 0);
     assert!(rule(&report, "limits")["checks"].as_u64().unwrap() >= 1000);
     assert!(rule(&report, "msg")["checks"].as_u64().unwrap() >= 2000);
@@ -643,6 +743,81 @@ fn a_server_that_does_not_check_the_tag_fails_out_of_order_and_unknown_tag() {
             .starts_with("expected replies [ff]"),
         "{f}"
     );
+}
+
+/// A server that dies mid-check (tests/fixtures/server_crashes.py exits at
+/// its 150th connection): the report says so once, first, as the root
+/// cause, and what came after is void, not a thousand failures.
+#[test]
+fn a_server_that_crashes_mid_check_is_one_root_cause() {
+    let server = ServerProcess::python("server_crashes.py");
+    let (status, report) = conform(&[
+        "server",
+        &server.addr(),
+        "--json",
+        "--timeout",
+        "2",
+        "--clients",
+        "200",
+    ]);
+    assert_eq!(status, 1, "{report:#}");
+    let cause = &report["root_causes"][0];
+    assert_eq!(cause["kind"], "server-stopped", "{report:#}");
+    let explanation = cause["explanation"].as_str().unwrap();
+    assert!(
+        explanation.starts_with("the server stopped accepting connections after ")
+            && explanation.contains("(the first refused was connection ")
+            && explanation.contains("every later check is void"),
+        "{explanation}"
+    );
+    // Nothing is blamed on the rules: the checks after the stop are void.
+    assert_eq!(report["summary"]["fail"], 0, "{report:#}");
+    let limits = rule(&report, "limits");
+    assert!(limits["void"].as_u64().unwrap() >= 200, "{limits}");
+    assert!(
+        limits["note"].as_str().unwrap().contains("void"),
+        "{limits}"
+    );
+    assert!(cause["void_checks"].as_u64().unwrap() >= 200, "{cause}");
+}
+
+/// One wrong behaviour, a CLOSE answered with 0xFF, fails checks under
+/// many rules: the report opens with it as one root cause, and the
+/// messages the server did acknowledge are not blamed on its log.
+#[test]
+fn a_wrong_close_reply_is_one_root_cause_across_rules() {
+    let server = ServerProcess::python("server_close_nak.py");
+    let log = server.log.display().to_string();
+    let (status, report) = conform(&[
+        "server",
+        &server.addr(),
+        "--json",
+        "--timeout",
+        "2",
+        "--clients",
+        "50",
+        "--log",
+        &log,
+    ]);
+    assert_eq!(status, 1, "{report:#}");
+    let causes = report["root_causes"].as_array().unwrap();
+    assert_eq!(causes.len(), 1, "{report:#}");
+    assert_eq!(causes[0]["kind"], "shared-symptom");
+    assert_eq!(
+        causes[0]["symptom"],
+        "CLOSE (0x04) answered with 0xFF instead of 0x00"
+    );
+    let failed_checks: u64 = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["failed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(causes[0]["failures"], failed_checks, "{report:#}");
+    let rules = causes[0]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 5, "{rules:?}");
+    assert_eq!(rule(&report, "msg")["failed"], 0, "{report:#}");
+    assert!(rule(&report, "msg")["checks"].as_u64().unwrap() > 1000);
 }
 
 #[test]

@@ -409,6 +409,8 @@ impl Client {
     fn broken(&mut self, acknowledged: usize, error: ClientError) -> PipelineError {
         //= spec/protocol.md#client-requirements
         //# A client MUST NOT send anything on a connection after it has received 0xFF.
+        //= spec/protocol.md#client-requirements
+        //# A client whose MSG got 0xFF, or no reply before its connection ended, MUST send that message again or report to its caller that it was not logged.
         self.open = false;
         PipelineError {
             acknowledged,

@@ -24,7 +24,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::proto::frame::{parse_frame, Frame, Parsed};
 use crate::proto::{encode_record, step, Effect, Response, State, ACK, NAK};
 
-use super::judge::{Cause, EndKind, Reply, ServerEnd, Transcript};
+use super::judge::{CheckerReply, ClientTranscript, ReplyCause, ServerEnd, ServerEndKind};
 
 /// Client bytes kept per connection; more are counted, not kept.
 const MAX_RECORDED: usize = 8 << 20;
@@ -104,8 +104,8 @@ pub struct ScenarioEvent {
 
 /// What one connection left behind.
 #[derive(Debug, Clone, Default)]
-pub struct ConnectionRecord {
-    pub transcript: Transcript,
+pub struct RecordedConnection {
+    pub transcript: ClientTranscript,
     /// Replies still waiting (delay-acks) when the client ended its stream.
     pub unanswered_at_client_eof: usize,
 }
@@ -150,7 +150,7 @@ impl Shared {
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
     /// Connections in accept order.
-    pub connections: Vec<ConnectionRecord>,
+    pub connections: Vec<RecordedConnection>,
     /// The log a server would have written, in the server's record format.
     pub log: Vec<u8>,
     pub events: Vec<ScenarioEvent>,
@@ -160,7 +160,7 @@ pub struct Recording {
 pub struct CheckingServer {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Vec<ConnectionRecord>>,
+    task: tokio::task::JoinHandle<Vec<RecordedConnection>>,
     shared: Arc<Shared>,
 }
 
@@ -212,7 +212,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) -> Vec<ConnectionRecord> {
+) -> Vec<RecordedConnection> {
     let mut tasks = JoinSet::new();
     let mut next_id = 0;
     // Connections are told to end a grace period after the run ends.
@@ -267,8 +267,8 @@ struct Pending {
     due: Instant,
     /// A closing reply waits for the client to fall quiet, up to this.
     latest: Instant,
-    reply: Option<Reply>,
-    end: Option<EndKind>,
+    reply: Option<CheckerReply>,
+    end: Option<ServerEndKind>,
 }
 
 struct Connection {
@@ -280,7 +280,7 @@ struct Connection {
     buf: Vec<u8>,
     frames: usize,
     queue: VecDeque<Pending>,
-    record: ConnectionRecord,
+    record: RecordedConnection,
     last_read: Instant,
 }
 
@@ -297,10 +297,10 @@ impl Connection {
             buf: Vec::new(),
             frames: 0,
             queue: VecDeque::new(),
-            record: ConnectionRecord {
-                transcript: Transcript {
+            record: RecordedConnection {
+                transcript: ClientTranscript {
                     id,
-                    ..Transcript::default()
+                    ..ClientTranscript::default()
                 },
                 unanswered_at_client_eof: 0,
             },
@@ -316,7 +316,7 @@ impl Connection {
         self.record.transcript.received.len() + self.record.transcript.not_recorded
     }
 
-    async fn run(mut self, mut end: watch::Receiver<bool>) -> ConnectionRecord {
+    async fn run(mut self, mut end: watch::Receiver<bool>) -> RecordedConnection {
         let mut chunk = vec![0u8; 64 * 1024];
         let mut reading = true;
         let mut linger_until: Option<Instant> = None;
@@ -440,46 +440,46 @@ fn decide(
     number: usize,
     state: &mut State,
     frame: Frame<'_>,
-) -> (Option<Reply>, Option<EndKind>) {
+) -> (Option<CheckerReply>, Option<ServerEndKind>) {
     let current = std::mem::replace(state, State::Closed);
     let was_authenticated = matches!(current, State::Authenticated { .. });
     let was_named = matches!(current, State::Named { .. });
     let (next, response, effect) = step(current, frame);
     let reject = |cause| {
         (
-            Some(Reply {
+            Some(CheckerReply {
                 byte: NAK,
                 frame: number,
                 cause,
             }),
-            Some(EndKind::Rejected),
+            Some(ServerEndKind::Rejected),
         )
     };
     match (frame, response) {
         (Frame::Pass(p), Response::Ack) if was_named => {
             if let Some(s) = shared.has(|s| *s == Scenario::RejectPassword) {
                 shared.event(s, id, number, p);
-                return reject(Cause::Scenario("reject-password"));
+                return reject(ReplyCause::Scenario("reject-password"));
             }
         }
         (Frame::Msg(p), Response::Ack) if was_authenticated => {
             if let Some(s) = shared.has(|s| *s == Scenario::CloseMidSession) {
                 if !shared.dropped_one.swap(true, Ordering::SeqCst) {
                     shared.event(s, id, number, p);
-                    return (None, Some(EndKind::Dropped));
+                    return (None, Some(ServerEndKind::Dropped));
                 }
             }
             let n = shared.accepted_messages.fetch_add(1, Ordering::SeqCst) + 1;
             if let Some(s) = shared.has(|s| *s == Scenario::RejectMessage(n)) {
                 shared.event(s, id, number, p);
-                return reject(Cause::Scenario("reject-message"));
+                return reject(ReplyCause::Scenario("reject-message"));
             }
         }
         _ => {}
     }
     *state = next;
     match response {
-        Response::Reject(v) => reject(Cause::Rule(v)),
+        Response::Reject(v) => reject(ReplyCause::Rule(v)),
         Response::Ack => {
             let end = match effect {
                 Some(Effect::Append { name, message }) => {
@@ -488,14 +488,14 @@ fn decide(
                     }
                     None
                 }
-                Some(Effect::Close) => Some(EndKind::Closed),
+                Some(Effect::Close) => Some(ServerEndKind::Closed),
                 None => None,
             };
             (
-                Some(Reply {
+                Some(CheckerReply {
                     byte: ACK,
                     frame: number,
-                    cause: Cause::Accepted,
+                    cause: ReplyCause::Accepted,
                 }),
                 end,
             )

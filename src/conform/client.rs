@@ -6,11 +6,24 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::checker::{CheckingServer, Recording, Scenario, ScenarioEvent};
-use super::judge::{judge, EndKind, Verdict};
-use super::report::{hex, hex_up_to, ConnectionTranscript, Report, ScenarioResult, Tally};
-use super::rules::CLIENT_RULES;
+use tokio::io::AsyncReadExt;
+
+use super::checker::{CheckingServer, Recording, Scenario};
+use super::delivery::CommandEnd;
+use super::judge::{judge_connection, ConnectionVerdict, ServerEndKind};
+use super::report::{hex_up_to, ConformReport, Tally, TranscriptHex};
+use super::rules::{
+    CLIENT_ORDER, CLIENT_RULES, CLIENT_TAG, CLOSE_NOT_ONE_BYTE, LENGTH_NOT_BYTES, MESSAGE_LOST,
+    PAYLOAD_TOO_LONG, SENT_AFTER_REJECT,
+};
+use super::scenario_outcome::describe_scenario;
 use super::ConformError;
+
+/// Bytes of the command's stderr kept for the report (the end of it).
+const STDERR_KEPT: usize = 4096;
+/// How long the command's stderr may stay open after it exited (a child
+/// of its own may hold it) before the report goes on without the rest.
+const STDERR_DRAIN: Duration = Duration::from_secs(1);
 
 /// What `conform client` was asked to do.
 #[derive(Debug, Clone)]
@@ -26,31 +39,28 @@ pub struct ClientCheck {
     pub command: Vec<OsString>,
 }
 
-/// How the command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandEnd {
-    Exited(Option<i32>),
-    /// It was still running at the timeout and was killed.
-    TimedOut,
+/// How the command ran: what the report says about it.
+#[derive(Debug, Clone, Default)]
+pub struct CommandRun {
+    /// Its arguments after the program, `{port}` replaced.
+    pub arguments: Vec<String>,
+    pub end: Option<CommandEnd>,
+    /// The end of what it printed on stderr.
+    pub stderr_tail: Vec<u8>,
+    /// How long it was allowed to run.
+    pub timeout: Duration,
 }
 
-impl CommandEnd {
-    fn describe(self, timeout: Duration) -> String {
-        match self {
-            CommandEnd::Exited(Some(code)) => format!("exited with status {code}"),
-            CommandEnd::Exited(None) => "was ended by a signal".into(),
-            CommandEnd::TimedOut => format!(
-                "was still running after {} s and was killed (raise --timeout if it needs longer)",
-                timeout.as_secs_f64()
-            ),
-        }
+impl CommandRun {
+    fn end(&self) -> CommandEnd {
+        self.end.unwrap_or(CommandEnd::TimedOut)
     }
 }
 
 /// The outcome of `conform client`: the report, and whether any connection
 /// was made at all (without one there is nothing to judge).
 pub struct ClientOutcome {
-    pub report: Report,
+    pub report: ConformReport,
     pub connections: usize,
 }
 
@@ -85,17 +95,31 @@ pub async fn check_client(opts: &ClientCheck) -> Result<ClientOutcome, ConformEr
         // The command's output goes to stderr, so that stdout carries only
         // the report (JSON with --json).
         .stdout(Stdio::from(std::io::stderr()))
+        // Its stderr is passed on as it comes, and its end kept: what it
+        // told its caller is part of the judgement.
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|source| ConformError::Spawn {
         command: shown.clone(),
         source,
     })?;
+    let stderr = child
+        .stderr
+        .take()
+        .map(|pipe| tokio::spawn(pass_on_and_keep_tail(pipe)));
     let end = match tokio::time::timeout(opts.timeout, child.wait()).await {
         Ok(Ok(status)) => CommandEnd::Exited(status.code()),
         Ok(Err(_)) | Err(_) => {
             let _ = child.kill().await;
             CommandEnd::TimedOut
         }
+    };
+    let stderr_tail = match stderr {
+        Some(task) => match tokio::time::timeout(STDERR_DRAIN, task).await {
+            Ok(Ok(tail)) => tail,
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
     };
     let recording = server.finish().await;
 
@@ -106,11 +130,19 @@ pub async fn check_client(opts: &ClientCheck) -> Result<ClientOutcome, ConformEr
         })?;
     }
     let connections = recording.connections.len();
+    let command = CommandRun {
+        arguments: args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        end: Some(end),
+        stderr_tail,
+        timeout: opts.timeout,
+    };
     let report = judge_recording(
         &recording,
         &opts.scenarios,
-        end,
-        opts.timeout,
+        &command,
         format!("`{shown}` against 127.0.0.1:{port}"),
         opts.log.as_ref(),
     );
@@ -120,24 +152,42 @@ pub async fn check_client(opts: &ClientCheck) -> Result<ClientOutcome, ConformEr
     })
 }
 
+/// Copies the command's stderr to ours as it comes, and returns its last
+/// `STDERR_KEPT` bytes.
+async fn pass_on_and_keep_tail(mut pipe: tokio::process::ChildStderr) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut tail = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = pipe.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        // Small writes to our own stderr: a blocking write is brief.
+        let _ = std::io::stderr().write_all(&chunk[..n]);
+        tail.extend_from_slice(&chunk[..n]);
+        let excess = tail.len().saturating_sub(STDERR_KEPT);
+        tail.drain(..excess);
+    }
+    tail
+}
+
 /// Judges every recorded connection and describes the scenarios.
 pub fn judge_recording(
     recording: &Recording,
     scenarios: &[Scenario],
-    end: CommandEnd,
-    timeout: Duration,
+    command: &CommandRun,
     target: String,
     log: Option<&PathBuf>,
-) -> Report {
+) -> ConformReport {
     let mut tally = Tally::new(&CLIENT_RULES);
-    let verdicts: Vec<Verdict> = recording
+    let verdicts: Vec<ConnectionVerdict> = recording
         .connections
         .iter()
-        .map(|c| judge(&c.transcript, &mut tally))
+        .map(|c| judge_connection(&c.transcript, &mut tally))
         .collect();
     let mut notes = vec![format!(
         "the command {}; it made {} connection{}",
-        end.describe(timeout),
+        command.end().describe(command.timeout),
         verdicts.len(),
         if verdicts.len() == 1 { "" } else { "s" }
     )];
@@ -157,8 +207,9 @@ pub fn judge_recording(
     }
     let scenario_results = scenarios
         .iter()
-        .map(|s| describe_scenario(*s, recording, &verdicts, end, timeout))
+        .map(|s| describe_scenario(*s, recording, &verdicts, command, &mut tally))
         .collect();
+    note_unexercised(&mut tally, recording, &verdicts, scenarios, command);
     let mut report = tally.into_report("client", target, notes, scenario_results);
     report.connections = recording
         .connections
@@ -166,7 +217,7 @@ pub fn judge_recording(
         .map(|c| {
             let t = &c.transcript;
             let replies: Vec<u8> = t.replies.iter().map(|r| r.byte).collect();
-            ConnectionTranscript {
+            TranscriptHex {
                 connection: t.id,
                 sent: hex_up_to(&t.received, TRANSCRIPT_BYTES),
                 replies: hex_up_to(&replies, TRANSCRIPT_BYTES),
@@ -179,150 +230,64 @@ pub fn judge_recording(
 /// Bytes of each connection's transcript shown in the JSON report.
 const TRANSCRIPT_BYTES: usize = 4096;
 
-fn describe_scenario(
-    scenario: Scenario,
+/// Says, for each client rule nothing exercised, why not.
+fn note_unexercised(
+    tally: &mut Tally,
     recording: &Recording,
-    verdicts: &[Verdict],
-    end: CommandEnd,
-    timeout: Duration,
-) -> ScenarioResult {
-    let events: Vec<&ScenarioEvent> = recording
-        .events
-        .iter()
-        .filter(|e| e.scenario == scenario)
-        .collect();
-    let mut obs = Vec::new();
-    let conn = |id: usize| recording.connections.iter().find(|c| c.transcript.id == id);
-    let verdict = |id: usize| verdicts.get(id.wrapping_sub(1));
-    let later = |id: usize| recording.connections.len().saturating_sub(id);
-    match scenario {
-        Scenario::RejectPassword | Scenario::RejectMessage(_) => {
-            let what = if scenario == Scenario::RejectPassword {
-                "PASS"
-            } else {
-                "MSG"
-            };
-            if events.is_empty() {
-                obs.push(format!(
-                    "the client never sent the {what} this scenario rejects, so it was not exercised"
-                ));
-            }
-            for e in &events {
-                let after = verdict(e.connection).map_or(0, |v| v.after_end);
-                let mut line = format!(
-                    "connection {}: the server answered {what} (frame {}) with 0xFF; the client then ",
-                    e.connection, e.frame
-                );
-                if after == 0 {
-                    line.push_str("sent nothing more on that connection: meets SentAfterReject");
-                } else {
-                    line.push_str(&format!(
-                        "sent {after} more bytes on it: breaks SentAfterReject"
-                    ));
-                }
-                if what == "MSG" {
-                    let resent = resent_on(recording, verdicts, e);
-                    match resent {
-                        Some(c) => line.push_str(&format!(
-                            "; it sent the rejected message again on connection {c}"
-                        )),
-                        None => line.push_str("; it did not send the rejected message again"),
-                    }
-                }
-                let n = later(e.connection);
-                if n > 0 {
-                    line.push_str(&format!("; it made {n} more connection(s) afterwards"));
-                }
-                obs.push(line);
-            }
+    verdicts: &[ConnectionVerdict],
+    scenarios: &[Scenario],
+    command: &CommandRun,
+) {
+    if verdicts.is_empty() {
+        for rule in CLIENT_RULES {
+            tally.note_if_unexercised(rule, "the command made no connection");
         }
-        Scenario::DelayAcks(ms) => {
-            obs.push(format!("every reply was sent {ms} ms late"));
-            for c in &recording.connections {
-                let t = &c.transcript;
-                if t.server_end.map(|e| e.kind) == Some(EndKind::Dropped) {
-                    obs.push(format!(
-                        "connection {}: dropped by the server (close-mid-session) after {} replies",
-                        t.id,
-                        t.replies.len()
-                    ));
-                } else if c.unanswered_at_client_eof > 0 {
-                    obs.push(format!(
-                        "connection {}: the client ended its stream with {} of its frames unanswered: it did not wait for the replies (a MSG counts as logged only once its 0x00 arrived, spec/protocol.md#acknowledgement)",
-                        t.id, c.unanswered_at_client_eof
-                    ));
-                } else if !t.client_eof && t.server_end.is_none() {
-                    obs.push(format!(
-                        "connection {}: still open when the run ended, after {} replies",
-                        t.id,
-                        t.replies.len()
-                    ));
-                } else {
-                    obs.push(format!(
-                        "connection {}: the client waited for all {} replies",
-                        t.id,
-                        t.replies.len()
-                    ));
-                }
-            }
-            obs.push(
-                "the client rules above were judged on these delayed connections as usual".into(),
-            );
-        }
-        Scenario::CloseMidSession => {
-            if events.is_empty() {
-                obs.push("the client never sent a MSG, so it was not exercised".into());
-            }
-            for e in &events {
-                let mut line = format!(
-                    "connection {}: the server closed the connection right after MSG (frame {}, bytes {}) without replying, and did not log it; the client then ",
-                    e.connection,
-                    e.frame,
-                    hex(&e.payload)
-                );
-                let after = conn(e.connection).map_or(0, |c| {
-                    c.transcript
-                        .received
-                        .len()
-                        .saturating_sub(c.transcript.server_end.map_or(0, |s| s.received_before))
-                });
-                if after > 0 {
-                    line.push_str(&format!(
-                        "sent {after} more bytes on the closed connection, "
-                    ));
-                }
-                match resent_on(recording, verdicts, e) {
-                    Some(c) => line.push_str(&format!(
-                        "sent the unanswered message again on connection {c}: it did not take the missing 0x00 for success (spec/protocol.md#acknowledgement)"
-                    )),
-                    None => match end {
-                        CommandEnd::Exited(Some(0)) => line.push_str(
-                            "did not send the message again, and the command exited with status 0 although the message was never acknowledged: it is lost (spec/protocol.md#acknowledgement: only a 0x00 means logged)",
-                        ),
-                        other => line.push_str(&format!(
-                            "did not send the message again; the command {}",
-                            other.describe(timeout)
-                        )),
-                    },
-                }
-                obs.push(line);
-            }
+        return;
+    }
+    let frames: usize = verdicts.iter().map(|v| v.frames).sum();
+    if frames == 0 {
+        for rule in [CLIENT_ORDER, CLIENT_TAG] {
+            tally.note_if_unexercised(rule, "the client sent no complete frame");
         }
     }
-    ScenarioResult {
-        scenario: scenario.to_string(),
-        observations: obs,
+    for rule in [LENGTH_NOT_BYTES, PAYLOAD_TOO_LONG] {
+        tally.note_if_unexercised(
+            rule,
+            "the client sent no NAME, PASS or MSG frame whose length could be checked",
+        );
     }
-}
-
-/// The connection, after the event's, on which the client sent the same
-/// message again.
-fn resent_on(recording: &Recording, verdicts: &[Verdict], e: &ScenarioEvent) -> Option<usize> {
-    recording
+    tally.note_if_unexercised(
+        CLOSE_NOT_ONE_BYTE,
+        "the client never sent CLOSE (tag 0x04): it ended its connections without it",
+    );
+    let rejected = recording
         .connections
         .iter()
-        .zip(verdicts)
-        .filter(|(c, _)| c.transcript.id > e.connection)
-        .find(|(_, v)| v.messages.contains(&e.payload))
-        .map(|(c, _)| c.transcript.id)
+        .any(|c| c.transcript.server_end.map(|e| e.kind) == Some(ServerEndKind::Rejected));
+    tally.note_if_unexercised(
+        SENT_AFTER_REJECT,
+        if rejected {
+            "the only 0xFF answered bytes a wrong length had put out of step, so the client cannot have known it was rejected"
+        } else {
+            "the server never answered 0xFF, so there was nothing to stop after: --scenario reject-password or reject-message=N makes it"
+        },
+    );
+    let refusing = scenarios
+        .iter()
+        .any(|s| matches!(s, Scenario::RejectMessage(_) | Scenario::CloseMidSession));
+    let touched_a_message = recording.events.iter().any(|e| {
+        matches!(
+            e.scenario,
+            Scenario::RejectMessage(_) | Scenario::CloseMidSession
+        )
+    });
+    tally.note_if_unexercised(
+        MESSAGE_LOST,
+        match (refusing, touched_a_message, command.end()) {
+            (false, _, _) => "no MSG was refused: --scenario reject-message=N or close-mid-session refuses one",
+            (true, false, _) => "the client never sent the MSG the scenario refuses",
+            (true, true, CommandEnd::TimedOut) => "the command was killed at the timeout, so what it would have told its caller about the lost message is unknown",
+            (true, true, _) => "the scenario refused a MSG, but nothing was judged about it",
+        },
+    );
 }

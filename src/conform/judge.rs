@@ -25,7 +25,7 @@ pub const STALL_MS: u64 = 1000;
 
 /// Why the checking server sent a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub enum ReplyCause {
     /// 0x00: the frame was accepted.
     Accepted,
     /// 0xFF: the frame broke a rule of the state table.
@@ -36,16 +36,16 @@ pub enum Cause {
 
 /// One reply byte the checking server wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply {
+pub struct CheckerReply {
     pub byte: u8,
     /// The frame it answers, 1-based in the server's parse.
     pub frame: usize,
-    pub cause: Cause,
+    pub cause: ReplyCause,
 }
 
 /// How the checking server ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndKind {
+pub enum ServerEndKind {
     /// After a 0xFF.
     Rejected,
     /// After confirming a CLOSE.
@@ -57,7 +57,7 @@ pub enum EndKind {
 /// The server's end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerEnd {
-    pub kind: EndKind,
+    pub kind: ServerEndKind,
     /// Client bytes received when the closing reply (or the close) was sent:
     /// anything after this offset the client sent with the reply in hand.
     pub received_before: usize,
@@ -65,13 +65,13 @@ pub struct ServerEnd {
 
 /// Everything the checking server saw on one connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Transcript {
+pub struct ClientTranscript {
     /// Connection number, 1-based in accept order.
     pub id: usize,
     /// Every client byte, in order (up to the recording cap).
     pub received: Vec<u8>,
     /// Reply bytes in the order they were written.
-    pub replies: Vec<Reply>,
+    pub replies: Vec<CheckerReply>,
     pub server_end: Option<ServerEnd>,
     /// The client ended its stream (end of file) before the run ended.
     pub client_eof: bool,
@@ -225,7 +225,7 @@ fn describe(d: Diagnosis, declared: usize) -> String {
 
 /// What judging one connection found besides the rule checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verdict {
+pub struct ConnectionVerdict {
     /// Frames the client sent, as it meant them.
     pub frames: usize,
     /// Payloads of the MSG frames, as the client meant them, in order.
@@ -239,13 +239,13 @@ pub struct Verdict {
 }
 
 /// Judges one connection, adding its checks and failures to `tally`.
-pub fn judge(t: &Transcript, tally: &mut Tally) -> Verdict {
+pub fn judge_connection(t: &ClientTranscript, tally: &mut Tally) -> ConnectionVerdict {
     let data = &t.received;
     let limit = t
         .server_end
         .map_or(data.len(), |e| e.received_before.min(data.len()));
     let fail = |frame: Option<usize>, bytes: &[u8], detail: String| blame(t, frame, bytes, detail);
-    let mut v = Verdict::default();
+    let mut v = ConnectionVerdict::default();
     let mut state = Intended::Connected;
     let mut pos = 0;
     // The last payload frame, (start, number), until the next tag confirms
@@ -369,7 +369,7 @@ pub fn judge(t: &Transcript, tally: &mut Tally) -> Verdict {
     // Traffic after the server's end.
     v.after_end = data.len().saturating_sub(limit) + t.not_recorded;
     if let Some(end) = t.server_end {
-        if end.kind == EndKind::Rejected {
+        if end.kind == ServerEndKind::Rejected {
             if v.desynchronised {
                 // The 0xFF answered bytes the client meant otherwise; it
                 // did not know it was rejected.
@@ -403,22 +403,22 @@ pub fn judge(t: &Transcript, tally: &mut Tally) -> Verdict {
     );
     for r in &t.replies {
         match r.cause {
-            Cause::Rule(violation) => summary.push_str(&format!(
+            ReplyCause::Rule(violation) => summary.push_str(&format!(
                 "; the server rejected frame {} ({})",
                 r.frame,
                 violation.rule()
             )),
-            Cause::Scenario(s) => summary.push_str(&format!(
+            ReplyCause::Scenario(s) => summary.push_str(&format!(
                 "; the server rejected frame {} (scenario {s})",
                 r.frame
             )),
-            Cause::Accepted => {}
+            ReplyCause::Accepted => {}
         }
     }
     summary.push_str(match (t.server_end.map(|e| e.kind), t.client_eof) {
-        (Some(EndKind::Closed), _) => "; closed after CLOSE",
-        (Some(EndKind::Rejected), _) => "; closed after 0xFF",
-        (Some(EndKind::Dropped), _) => "; dropped by the server (scenario)",
+        (Some(ServerEndKind::Closed), _) => "; closed after CLOSE",
+        (Some(ServerEndKind::Rejected), _) => "; closed after 0xFF",
+        (Some(ServerEndKind::Dropped), _) => "; dropped by the server (scenario)",
         (None, true) => "; the client ended its stream",
         (None, false) => "; still open when the run ended",
     });
@@ -435,13 +435,14 @@ pub fn judge(t: &Transcript, tally: &mut Tally) -> Verdict {
     v
 }
 
-fn blame(t: &Transcript, frame: Option<usize>, bytes: &[u8], detail: String) -> Failure {
+fn blame(t: &ClientTranscript, frame: Option<usize>, bytes: &[u8], detail: String) -> Failure {
     Failure {
         connection: Some(t.id),
         probe: None,
         frame,
         bytes: hex(bytes),
         detail,
+        ..Failure::default()
     }
 }
 
@@ -460,7 +461,7 @@ fn close_with_length(data: &[u8], c: usize) -> Option<usize> {
     (rest.len() == 2 + len).then_some(data.len())
 }
 
-fn judge_close(t: &Transcript, c: usize, number: usize, tally: &mut Tally) {
+fn judge_close(t: &ClientTranscript, c: usize, number: usize, tally: &mut Tally) {
     let fail = |frame: Option<usize>, bytes: &[u8], detail: String| blame(t, frame, bytes, detail);
     let data = &t.received;
     match close_with_length(data, c) {
@@ -479,7 +480,7 @@ fn judge_close(t: &Transcript, c: usize, number: usize, tally: &mut Tally) {
     }
 }
 
-fn judge_partial(t: &Transcript, pos: usize, v: &mut Verdict, tally: &mut Tally) {
+fn judge_partial(t: &ClientTranscript, pos: usize, v: &mut ConnectionVerdict, tally: &mut Tally) {
     let fail = |frame: Option<usize>, bytes: &[u8], detail: String| blame(t, frame, bytes, detail);
     let data = &t.received;
     let number = v.frames + 1;
@@ -566,7 +567,7 @@ fn compress(kinds: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::Status;
+    use super::super::report::RuleStatus;
     use super::super::rules::CLIENT_RULES;
     use super::*;
 
@@ -589,8 +590,8 @@ mod tests {
         [frame(1, b"u"), frame(2, b"A")].concat()
     }
 
-    fn transcript(received: Vec<u8>, end: Option<(EndKind, usize)>) -> Transcript {
-        Transcript {
+    fn transcript(received: Vec<u8>, end: Option<(ServerEndKind, usize)>) -> ClientTranscript {
+        ClientTranscript {
             id: 1,
             received,
             server_end: end.map(|(kind, received_before)| ServerEnd {
@@ -598,14 +599,20 @@ mod tests {
                 received_before,
             }),
             client_eof: true,
-            ..Transcript::default()
+            ..ClientTranscript::default()
         }
     }
 
     /// The names of the failed rules, and the verdict.
-    fn run(t: &Transcript) -> (Vec<&'static str>, Verdict, super::super::report::Report) {
+    fn run(
+        t: &ClientTranscript,
+    ) -> (
+        Vec<&'static str>,
+        ConnectionVerdict,
+        super::super::report::ConformReport,
+    ) {
         let mut tally = Tally::new(&CLIENT_RULES);
-        let v = judge(t, &mut tally);
+        let v = judge_connection(t, &mut tally);
         let report = tally.into_report("client", String::new(), vec![], vec![]);
         (report.failed_rules(), v, report)
     }
@@ -613,16 +620,19 @@ mod tests {
     #[test]
     fn a_good_session_passes_every_rule_it_exercises() {
         let bytes = [login(), frame(3, "héllo ✓".as_bytes()), vec![4]].concat();
-        let t = transcript(bytes.clone(), Some((EndKind::Closed, bytes.len())));
+        let t = transcript(bytes.clone(), Some((ServerEndKind::Closed, bytes.len())));
         let (failed, v, report) = run(&t);
         assert!(failed.is_empty(), "{failed:?}");
         assert_eq!(v.frames, 4);
         assert_eq!(v.messages, vec!["héllo ✓".as_bytes().to_vec()]);
         assert_eq!(report.rule("LengthNotBytes").unwrap().checks, 3);
-        assert_eq!(report.rule("CloseNotOneByte").unwrap().status, Status::Pass);
+        assert_eq!(
+            report.rule("CloseNotOneByte").unwrap().status,
+            RuleStatus::Pass
+        );
         assert_eq!(
             report.rule("SentAfterReject").unwrap().status,
-            Status::NotExercised
+            RuleStatus::NotExercised
         );
     }
 
@@ -637,7 +647,7 @@ mod tests {
         ]
         .concat();
         // The server read 11 bytes, then rejected `l` as a tag.
-        let t = transcript(bytes.clone(), Some((EndKind::Rejected, bytes.len())));
+        let t = transcript(bytes.clone(), Some((ServerEndKind::Rejected, bytes.len())));
         let (failed, v, report) = run(&t);
         assert_eq!(failed, ["LengthNotBytes"]);
         let f = &report.rule("LengthNotBytes").unwrap().failures[0];
@@ -681,7 +691,7 @@ mod tests {
         // A payload over 65535 bytes whose length wrapped around.
         let big = vec![b'y'; 65_540];
         let bytes = [login(), frame_len(3, 4, &big), vec![4]].concat();
-        let t = transcript(bytes, Some((EndKind::Rejected, 20)));
+        let t = transcript(bytes, Some((ServerEndKind::Rejected, 20)));
         let (failed, _, _) = run(&t);
         assert_eq!(failed, ["PayloadTooLong"]);
     }
@@ -701,7 +711,7 @@ mod tests {
 
     #[test]
     fn unknown_and_out_of_order_tags() {
-        let t = transcript(frame(0, b"u"), Some((EndKind::Rejected, 4)));
+        let t = transcript(frame(0, b"u"), Some((ServerEndKind::Rejected, 4)));
         let (failed, _, report) = run(&t);
         assert_eq!(failed, ["UnknownTag"]);
         assert_eq!(
@@ -709,7 +719,7 @@ mod tests {
             "00 01 00 75"
         );
         let bytes = [frame(1, b"u"), frame(3, b"m")].concat();
-        let t = transcript(bytes.clone(), Some((EndKind::Rejected, bytes.len())));
+        let t = transcript(bytes.clone(), Some((ServerEndKind::Rejected, bytes.len())));
         let (failed, _, report) = run(&t);
         assert_eq!(failed, ["OutOfOrder"]);
         assert_eq!(
@@ -725,7 +735,7 @@ mod tests {
         // The 0xFF for PASS went out when only NAME and PASS had arrived.
         let t = transcript(
             [login_and_msg.clone(), more.clone()].concat(),
-            Some((EndKind::Rejected, login().len())),
+            Some((ServerEndKind::Rejected, login().len())),
         );
         let (failed, v, report) = run(&t);
         assert_eq!(failed, ["SentAfterReject"]);
@@ -736,16 +746,19 @@ mod tests {
         );
         // The same bytes already there when the 0xFF went out: in flight.
         let all = [login_and_msg, more].concat();
-        let t = transcript(all.clone(), Some((EndKind::Rejected, all.len())));
+        let t = transcript(all.clone(), Some((ServerEndKind::Rejected, all.len())));
         let (failed, _, report) = run(&t);
         assert!(failed.is_empty(), "{failed:?}");
-        assert_eq!(report.rule("SentAfterReject").unwrap().status, Status::Pass);
+        assert_eq!(
+            report.rule("SentAfterReject").unwrap().status,
+            RuleStatus::Pass
+        );
     }
 
     #[test]
     fn close_with_a_length_is_not_one_byte() {
         let bytes = [login(), vec![4, 5, 0], b"hello".to_vec()].concat();
-        let t = transcript(bytes.clone(), Some((EndKind::Closed, bytes.len())));
+        let t = transcript(bytes.clone(), Some((ServerEndKind::Closed, bytes.len())));
         let (failed, _, report) = run(&t);
         assert_eq!(failed, ["CloseNotOneByte"]);
         assert_eq!(
@@ -755,7 +768,7 @@ mod tests {
         // A CLOSE followed by an unrelated frame is one byte; the frame is
         // only noted.
         let bytes = [login(), vec![4], frame(3, b"late")].concat();
-        let t = transcript(bytes.clone(), Some((EndKind::Closed, bytes.len())));
+        let t = transcript(bytes.clone(), Some((ServerEndKind::Closed, bytes.len())));
         let (failed, v, _) = run(&t);
         assert!(failed.is_empty(), "{failed:?}");
         assert!(v.summary.contains("7 bytes after CLOSE"), "{}", v.summary);

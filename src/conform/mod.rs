@@ -12,15 +12,18 @@
 //!   connections ([`server`]), and with `--log` checks the records the
 //!   server's log gained.
 //!
-//! Both print a [`report::Report`]: each rule pass / FAIL / not exercised,
+//! Both print a [`report::ConformReport`]: each rule pass / FAIL / not exercised,
 //! with connection, frame, bytes and spec section for each failure; the exit
 //! status is 0 only when no rule failed.
 
 pub mod checker;
 pub mod client;
+pub mod delivery;
 pub mod judge;
 pub mod report;
+pub mod root_cause;
 pub mod rules;
+pub mod scenario_outcome;
 pub mod server;
 pub mod vectors;
 
@@ -30,7 +33,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use checker::Scenario;
-use report::Report;
+use report::ConformReport;
 
 /// Exit status when a rule failed.
 pub const EXIT_FAILED: u8 = 1;
@@ -128,7 +131,7 @@ pub struct ServerOptions {
     pub vectors: Option<PathBuf>,
 }
 
-fn print(report: &Report, json: bool) {
+fn print(report: &ConformReport, json: bool) {
     if json {
         println!("{}", report.to_json());
     } else {

@@ -66,14 +66,21 @@ pub const SENT_AFTER_REJECT: Rule = rule(
     "A client MUST NOT send anything on a connection after it has received 0xFF.",
 );
 
+pub const MESSAGE_LOST: Rule = rule(
+    "MessageLost",
+    "client-requirements",
+    "A client whose MSG got 0xFF, or no reply before its connection ended, MUST send that message again or report to its caller that it was not logged.",
+);
+
 /// Every client rule, in report order.
-pub const CLIENT_RULES: [Rule; 6] = [
+pub const CLIENT_RULES: [Rule; 7] = [
     CLIENT_ORDER,
     CLIENT_TAG,
     LENGTH_NOT_BYTES,
     PAYLOAD_TOO_LONG,
     CLOSE_NOT_ONE_BYTE,
     SENT_AFTER_REJECT,
+    MESSAGE_LOST,
 ];
 
 // --- Server rules: the spec's rule names, then requirements by section ---
