@@ -25,6 +25,7 @@ fn step() -> impl Strategy<Value = u16> {
         1 => Just(Step::Shutdown),
         4 => (0..6usize).prop_map(Step::ClientReads),
         4 => any::<bool>().prop_map(|fail| Step::LogDone { fail }),
+        3 => any::<bool>().prop_map(|verified| Step::Verdict { verified }),
     ];
     step.prop_map(Step::encode)
 }

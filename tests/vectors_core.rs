@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::vectors::{self, ClosedBy, SessionVector};
 use msglog::proto::frame::MAX_PAYLOAD_LEN;
 use msglog::proto::{
-    decode_record, encode_record, fail, parse_frame, record, records, step, Effect, Frame,
-    FrameAssembler, FrameError, Parsed, Record, Response, State, Violation,
+    decode_record, encode_record, fail, parse_frame, record, records, reference_rule_accepts, step,
+    verdict, Effect, Frame, FrameAssembler, FrameError, Parsed, Record, Response, State, Violation,
 };
 use msglog::testkit::MemorySession;
 
@@ -94,10 +94,10 @@ fn hex(bytes: &[u8]) -> String {
 //# The server MUST reject a PASS whose payload is empty.
 //= spec/protocol.md#pass
 //= type=test
-//# The server MUST reject a PASS whose first payload byte is even.
+//# With the reference's rule, a password MUST verify exactly when its first byte is odd.
 //= spec/protocol.md#pass
 //= type=test
-//# The server MUST accept a PASS whose first payload byte is odd.
+//# The server MUST reply 0x00 to a PASS whose password verifies and move to state P, and MUST reject a PASS whose password does not verify.
 //= spec/protocol.md#msg
 //= type=test
 //# The server MUST reject a MSG whose payload is empty.
@@ -288,7 +288,19 @@ fn effect_kind(effect: &Option<Effect<'_>>) -> &'static str {
     match effect {
         Some(Effect::Close) => "close",
         Some(Effect::Append { .. }) => "append",
+        Some(Effect::Verify { .. }) => "verify",
         None => "none",
+    }
+}
+
+/// `step`, and for a PASS the verdict of the reference's password rule: the
+/// whole transaction, as the rows N2 and N4 of the table describe it.
+fn transaction<'a>(state: State, frame: Frame<'a>) -> (State, Response, Option<Effect<'a>>) {
+    match step(state, frame) {
+        (verifying, _, Some(Effect::Verify { password, .. })) => {
+            verdict(verifying, reference_rule_accepts(password))
+        }
+        other => other,
     }
 }
 
@@ -302,7 +314,7 @@ fn rows_of(v: &SessionVector, table: &BTreeMap<String, Row>) -> Vec<&'static str
         let ctx = format!("vector {} transaction {}", v.id, rows.len() + 1);
         let taken = std::mem::replace(&mut state, State::Closed);
         let (id, (next, response, effect)) = match frame {
-            Ok(frame) => (row_of(&taken, &frame), step(taken, frame)),
+            Ok(frame) => (row_of(&taken, &frame), transaction(taken, frame)),
             Err(FrameError::PayloadOverLimit { len, max }) => {
                 ("E1", fail(taken, Violation::PayloadOverLimit { len, max }))
             }

@@ -1,6 +1,8 @@
 //! The checking server of `conform client`: a strict server on 127.0.0.1
-//! that answers as the state table says (the core's `step`), records every
-//! byte of every connection, and can play fault scenarios.
+//! that answers as msglog's session engine does (the same engine the server
+//! runs), records every byte of every connection, and can play fault
+//! scenarios through the engine's own events: a password verdict, a failed
+//! append.
 //!
 //! Rejections wait for a short quiet period before the 0xFF is written, so
 //! that frames a pipelining client already had in flight are not taken for
@@ -21,8 +23,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
-use crate::proto::frame::{parse_frame, Frame, Parsed};
-use crate::proto::{encode_record, step, Effect, Response, State, ACK, NAK};
+use crate::proto::engine::{AppendSink, End, Engine, PasswordCheck, Settings};
+use crate::proto::frame::MAX_PAYLOAD_LEN;
+use crate::proto::machine::reference_rule_accepts;
+use crate::proto::{encode_record, ACK};
 
 use super::judge::{CheckerReply, ClientTranscript, ReplyCause, ServerEnd, ServerEndKind};
 
@@ -276,8 +280,9 @@ struct Connection {
     stream: TcpStream,
     shared: Arc<Shared>,
     accepted: Instant,
-    state: State,
-    buf: Vec<u8>,
+    engine: Engine,
+    /// The scenario `close-mid-session` dropped this connection.
+    dropped: bool,
     frames: usize,
     queue: VecDeque<Pending>,
     record: RecordedConnection,
@@ -293,8 +298,8 @@ impl Connection {
             stream,
             shared,
             accepted: now,
-            state: State::Connected,
-            buf: Vec::new(),
+            engine: Engine::new(Arc::new(engine_settings()), now.into_std()),
+            dropped: false,
             frames: 0,
             queue: VecDeque::new(),
             record: RecordedConnection {
@@ -346,9 +351,8 @@ impl Connection {
                         let keep = n.min(MAX_RECORDED.saturating_sub(t.received.len()));
                         t.received.extend_from_slice(&chunk[..keep]);
                         t.not_recorded += n - keep;
-                        if !self.state.is_closed() {
-                            self.buf.extend_from_slice(&chunk[..n]);
-                            self.process();
+                        if !self.dropped {
+                            self.process(&chunk[..n]);
                         }
                     }
                 },
@@ -405,102 +409,105 @@ impl Connection {
         Some(Instant::now() + LINGER)
     }
 
-    /// Runs every complete frame in the buffer, queueing replies.
-    fn process(&mut self) {
-        let mut start = 0;
-        while !self.state.is_closed() {
-            let (frame, len) = match parse_frame(&self.buf[start..]) {
-                Parsed::Complete { frame, len } => (frame, len),
-                Parsed::Partial { .. } => break,
-            };
+    /// Runs the bytes through the engine one at a time, so that each call
+    /// completes at most one frame: every reply is tied to its frame, and a
+    /// scenario acts on exactly the frame it names.
+    fn process(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if self.dropped || self.engine.end().is_some() {
+                return;
+            }
+            let now = Instant::now().into_std();
+            let mut appended = Appended(None);
+            let processed = self.engine.handle_input(&[byte], now, &mut appended);
+            if processed.frames == 0 {
+                continue;
+            }
             self.frames += 1;
-            let number = self.frames;
-            let (reply, end) = decide(&self.shared, self.id, number, &mut self.state, frame);
-            let due = Instant::now() + self.shared.delay();
-            self.queue.push_back(Pending {
-                due,
-                latest: due + QUIET_MAX,
-                reply,
-                end,
+            let (number, id) = (self.frames, self.id);
+            let mut scenario_cause = None;
+            if let Some(request) = self.engine.take_verify_request() {
+                let rejected = self.shared.has(|s| *s == Scenario::RejectPassword);
+                if let Some(s) = rejected {
+                    self.shared.event(s, id, number, &request.password);
+                    scenario_cause = Some(ReplyCause::Scenario("reject-password"));
+                }
+                let verified = rejected.is_none() && reference_rule_accepts(&request.password);
+                self.engine.verify_done(verified, now, &mut appended);
+            }
+            if let Some((name, message)) = appended.0.take() {
+                let shared = &self.shared;
+                let drop_it = shared
+                    .has(|s| *s == Scenario::CloseMidSession)
+                    .filter(|_| !shared.dropped_one.swap(true, Ordering::SeqCst));
+                if let Some(s) = drop_it {
+                    shared.event(s, id, number, &message);
+                    self.dropped = true;
+                    self.queue_reply(None, Some(ServerEndKind::Dropped));
+                    return;
+                }
+                let n = shared.accepted_messages.fetch_add(1, Ordering::SeqCst) + 1;
+                let rejected = shared.has(|s| *s == Scenario::RejectMessage(n));
+                if let Some(s) = rejected {
+                    shared.event(s, id, number, &message);
+                    scenario_cause = Some(ReplyCause::Scenario("reject-message"));
+                } else if let Ok(mut log) = shared.log.lock() {
+                    encode_record(&mut log, &name, &message);
+                }
+                let result = if rejected.is_some() { Err(()) } else { Ok(()) };
+                self.engine.append_done(result, now);
+            }
+            let replies = self.engine.poll_transmit().to_vec();
+            self.engine.transmitted(replies.len(), now);
+            let end = match self.engine.poll_close() {
+                Some(End::Rejected(_)) => Some(ServerEndKind::Rejected),
+                Some(_) => Some(ServerEndKind::Closed),
+                None => None,
+            };
+            let reply = replies.first().map(|&byte| CheckerReply {
+                byte,
+                frame: number,
+                cause: match (byte, scenario_cause, self.engine.end()) {
+                    (ACK, _, _) => ReplyCause::Accepted,
+                    (_, Some(cause), _) => cause,
+                    (_, None, Some(End::Rejected(v))) => ReplyCause::Rule(v),
+                    (_, None, _) => ReplyCause::Accepted,
+                },
             });
-            start += len;
+            self.queue_reply(reply, end);
         }
-        self.buf.drain(..start);
-        if self.state.is_closed() {
-            self.buf = Vec::new();
-        }
+    }
+
+    fn queue_reply(&mut self, reply: Option<CheckerReply>, end: Option<ServerEndKind>) {
+        let due = Instant::now() + self.shared.delay();
+        self.queue.push_back(Pending {
+            due,
+            latest: due + QUIET_MAX,
+            reply,
+            end,
+        });
     }
 }
 
-/// The checking server's answer to one frame: the state table, then the
-/// scenarios.
-fn decide(
-    shared: &Shared,
-    id: usize,
-    number: usize,
-    state: &mut State,
-    frame: Frame<'_>,
-) -> (Option<CheckerReply>, Option<ServerEndKind>) {
-    let current = std::mem::replace(state, State::Closed);
-    let was_authenticated = matches!(current, State::Authenticated { .. });
-    let was_named = matches!(current, State::Named { .. });
-    let (next, response, effect) = step(current, frame);
-    let reject = |cause| {
-        (
-            Some(CheckerReply {
-                byte: NAK,
-                frame: number,
-                cause,
-            }),
-            Some(ServerEndKind::Rejected),
-        )
-    };
-    match (frame, response) {
-        (Frame::Pass(p), Response::Ack) if was_named => {
-            if let Some(s) = shared.has(|s| *s == Scenario::RejectPassword) {
-                shared.event(s, id, number, p);
-                return reject(ReplyCause::Scenario("reject-password"));
-            }
-        }
-        (Frame::Msg(p), Response::Ack) if was_authenticated => {
-            if let Some(s) = shared.has(|s| *s == Scenario::CloseMidSession) {
-                if !shared.dropped_one.swap(true, Ordering::SeqCst) {
-                    shared.event(s, id, number, p);
-                    return (None, Some(ServerEndKind::Dropped));
-                }
-            }
-            let n = shared.accepted_messages.fetch_add(1, Ordering::SeqCst) + 1;
-            if let Some(s) = shared.has(|s| *s == Scenario::RejectMessage(n)) {
-                shared.event(s, id, number, p);
-                return reject(ReplyCause::Scenario("reject-message"));
-            }
-        }
-        _ => {}
+/// The messages the engine appends, one at a time.
+struct Appended(Option<(Vec<u8>, Vec<u8>)>);
+
+impl AppendSink for Appended {
+    fn append(&mut self, name: &[u8], message: &[u8]) {
+        self.0 = Some((name.to_vec(), message.to_vec()));
     }
-    *state = next;
-    match response {
-        Response::Reject(v) => reject(ReplyCause::Rule(v)),
-        Response::Ack => {
-            let end = match effect {
-                Some(Effect::Append { name, message }) => {
-                    if let Ok(mut log) = shared.log.lock() {
-                        encode_record(&mut log, &name, message);
-                    }
-                    None
-                }
-                Some(Effect::Close) => Some(ServerEndKind::Closed),
-                None => None,
-            };
-            (
-                Some(CheckerReply {
-                    byte: ACK,
-                    frame: number,
-                    cause: ReplyCause::Accepted,
-                }),
-                end,
-            )
-        }
-        Response::Silent => (None, None),
+}
+
+/// The engine of every checking connection: the protocol's limits, the
+/// password asked of the checker (so a scenario can refuse it), and no
+/// timeouts that could fire within a run.
+fn engine_settings() -> Settings {
+    Settings {
+        max_payload: MAX_PAYLOAD_LEN,
+        passwords: PasswordCheck::Asked,
+        handshake_timeout: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(3600),
+        shutdown_timeout: Duration::from_secs(3600),
     }
 }
 

@@ -160,7 +160,7 @@ pub const SERVER_RULES: [Rule; 24] = [
     rule(
         "PasswordRejected",
         "pass",
-        "The server MUST reject a PASS whose first payload byte is even.",
+        "With the reference's rule, a password MUST verify exactly when its first byte is odd.",
     ),
     rule(
         "EmptyMessage",
@@ -215,7 +215,7 @@ pub const SERVER_RULES: [Rule; 24] = [
     rule(
         "pass",
         "pass",
-        "The server MUST accept a PASS whose first payload byte is odd.",
+        "The server MUST reply 0x00 to a PASS whose password verifies and move to state P, and MUST reject a PASS whose password does not verify.",
     ),
     MSG_RECORDS,
     rule(

@@ -18,16 +18,52 @@ use std::time::{Duration, Instant};
 
 use super::assembler::FrameAssembler;
 use super::frame::FrameError;
-use super::machine::{fail, step, Effect, Response, State, Violation};
+use bytes::Bytes;
+
+use super::machine::{
+    fail, reference_rule_accepts, step, verdict, Effect, Response, State, Violation,
+};
 
 /// A reply buffer above this size is given back once its bytes are sent.
 const REPLIES_KEEP: usize = 1024;
+
+/// How passwords are verified (spec: #pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PasswordCheck {
+    /// The reference's rule (first byte odd), decided inside the engine.
+    #[default]
+    ReferenceRule,
+    /// The shell is asked ([`Engine::take_verify_request`]) and answers
+    /// with [`Engine::verify_done`]: a users file, slow on purpose.
+    Asked,
+}
+
+/// A password to verify for a name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyRequest {
+    pub name: Bytes,
+    pub password: Vec<u8>,
+}
+
+//= spec/protocol.md#diagnostics
+//# At level info and above, diagnostics MUST NOT contain message contents or
+//# passwords.
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("name", &String::from_utf8_lossy(&self.name))
+            .field("password", &format_args!("({} bytes)", self.password.len()))
+            .finish()
+    }
+}
 
 /// What a connection is held to; the same for every connection of a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Largest payload accepted; at most 65535.
     pub max_payload: usize,
+    /// How a PASS is verified.
+    pub passwords: PasswordCheck,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -113,6 +149,10 @@ pub struct Engine {
     /// Index in `replies` of the first ack of the batch whose records the
     /// log is writing; `Some` while that append is outstanding.
     append_pending: Option<usize>,
+    /// A password for the shell to verify, until it takes it.
+    verify: Option<VerifyRequest>,
+    /// Bytes that arrived behind a PASS waiting for its verdict.
+    held: Vec<u8>,
     end: Option<End>,
     /// The client ended its stream.
     input_ended: bool,
@@ -139,6 +179,8 @@ impl Engine {
             frames: FrameAssembler::new(settings.max_payload),
             replies: Vec::new(),
             append_pending: None,
+            verify: None,
+            held: Vec::new(),
             end: None,
             input_ended: false,
             ignored: 0,
@@ -162,7 +204,7 @@ impl Engine {
 
     /// Bytes allocated for the frame in progress.
     pub fn allocated(&self) -> usize {
-        self.frames.allocated()
+        self.frames.allocated() + self.held.capacity()
     }
 
     /// Why the connection ended, once it has.
@@ -184,6 +226,7 @@ impl Engine {
             && !self.input_ended
             && self.append_pending.is_none()
             && self.replies.is_empty()
+            && !matches!(self.state, State::Verifying { .. })
     }
 
     /// Takes bytes as they came from the client, in any chunking: every
@@ -201,26 +244,38 @@ impl Engine {
         sink: &mut impl AppendSink,
     ) -> Processed {
         debug_assert!(
-            self.append_pending.is_none(),
-            "input while an append is outstanding"
+            self.end.is_some() || self.wants_input(),
+            "input the engine did not ask for"
         );
-        let mut processed = Processed::default();
         if self.end.is_some() {
             self.ignored += input.len() as u64;
-            return processed;
+            return Processed::default();
         }
         self.last_input = now;
+        let processed = self.process(input, now, sink);
+        self.replies_waiting(now);
+        self.shut_down_if_done();
+        processed
+    }
+
+    /// Runs the complete frames of `input` through the state table, until
+    /// the connection closes or a PASS waits for its verdict; the bytes
+    /// after such a PASS are held until then.
+    fn process(&mut self, input: &[u8], now: Instant, sink: &mut impl AppendSink) -> Processed {
+        let mut processed = Processed::default();
         let Engine {
             state,
             frames,
             replies,
             append_pending,
             end,
+            verify,
+            settings,
             ..
         } = self;
         let fed = frames.feed(input, |frame| {
             let taken = std::mem::replace(state, State::Closed);
-            let (next, response, effect) = match frame {
+            let (next, mut response, effect) = match frame {
                 Ok(frame) => step(taken, frame),
                 //= spec/protocol.md#limits
                 //# A server with a lower payload limit MUST reject a frame whose length field exceeds that limit as soon as the length field is read, without reading the payload.
@@ -229,6 +284,7 @@ impl Engine {
                 }
             };
             *state = next;
+            let mut closing = false;
             match effect {
                 Some(Effect::Append { name, message }) => {
                     append_pending.get_or_insert(replies.len());
@@ -236,32 +292,93 @@ impl Engine {
                     processed.appended += 1;
                     processed.appended_bytes += message.len() as u64;
                 }
-                Some(Effect::Close) => {
-                    *end = Some(match response {
-                        Response::Reject(violation) => End::Rejected(violation),
-                        Response::Ack | Response::Silent => End::Closed,
-                    });
-                }
+                Some(Effect::Verify { name, password }) => match settings.passwords {
+                    // The reference's rule is instant: decided here, with no
+                    // round trip through the shell.
+                    PasswordCheck::ReferenceRule => {
+                        let taken = std::mem::replace(state, State::Closed);
+                        let (next, verdict_response, verdict_effect) =
+                            verdict(taken, reference_rule_accepts(password));
+                        *state = next;
+                        response = verdict_response;
+                        closing = matches!(verdict_effect, Some(Effect::Close));
+                    }
+                    PasswordCheck::Asked => {
+                        *verify = Some(VerifyRequest {
+                            name,
+                            password: password.to_vec(),
+                        })
+                    }
+                },
+                Some(Effect::Close) => closing = true,
                 None => {}
             }
+            if closing {
+                *end = Some(match response {
+                    Response::Reject(violation) => End::Rejected(violation),
+                    Response::Ack | Response::Pending | Response::Silent => End::Closed,
+                });
+            }
             replies.extend(response.byte());
-            if end.is_some() {
+            if end.is_some() || matches!(state, State::Verifying { .. }) {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
         });
         processed.frames = fed.frames;
-        //= spec/protocol.md#states
-        //# Once a connection is closed, the server MUST NOT process any
-        //# further bytes from it.
-        self.ignored += fed.left as u64;
+        let rest = &input[input.len() - fed.left..];
+        if matches!(self.state, State::Verifying { .. }) {
+            // Pipelined behind the PASS: processed after the verdict, in order.
+            self.held.extend_from_slice(rest);
+        } else {
+            //= spec/protocol.md#states
+            //# Once a connection is closed, the server MUST NOT process any
+            //# further bytes from it.
+            self.ignored += rest.len() as u64;
+        }
         if self.frames.is_at_boundary() {
             self.partial_since = None;
         } else if fed.frames > 0 || self.partial_since.is_none() {
             // A new frame started waiting for its rest.
             self.partial_since = Some(now);
         }
+        processed
+    }
+
+    /// The password the shell must verify, once: a PASS waits for it (only
+    /// with [`PasswordCheck::Asked`]).
+    pub fn take_verify_request(&mut self) -> Option<VerifyRequest> {
+        self.verify.take()
+    }
+
+    /// The verdict on the password of [`take_verify_request`](Self::take_verify_request):
+    /// the PASS gets its reply, and the frames held behind it are processed.
+    /// Ignored once the connection has ended meanwhile (a timeout).
+    pub fn verify_done(
+        &mut self,
+        verified: bool,
+        now: Instant,
+        sink: &mut impl AppendSink,
+    ) -> Processed {
+        if !matches!(self.state, State::Verifying { .. }) || self.end.is_some() {
+            return Processed::default();
+        }
+        self.verify = None;
+        let taken = std::mem::replace(&mut self.state, State::Closed);
+        let (next, response, effect) = verdict(taken, verified);
+        self.state = next;
+        self.replies.extend(response.byte());
+        if let (Some(Effect::Close), Response::Reject(v)) = (effect, response) {
+            self.end = Some(End::Rejected(v));
+        }
+        let held = std::mem::take(&mut self.held);
+        let processed = if self.end.is_some() {
+            self.ignored += held.len() as u64;
+            Processed::default()
+        } else {
+            self.process(&held, now, sink)
+        };
         self.replies_waiting(now);
         self.shut_down_if_done();
         processed
@@ -373,7 +490,7 @@ impl Engine {
         // client's is awaited: the log answers.
         let live = self.append_pending.is_none();
         let open = live && self.end.is_none();
-        let handshaking = matches!(self.state, State::Connected | State::Named { .. });
+        let handshaking = self.state.is_handshaking();
         let replies = self.replies_since.filter(|_| live);
         let shutdown = self
             .shutdown_deadline
@@ -449,6 +566,8 @@ impl Engine {
         self.replies.extend(response.byte());
         self.frames.clear();
         self.partial_since = None;
+        self.verify = None;
+        self.held = Vec::new();
         if let Response::Reject(v) = response {
             self.end = Some(End::Rejected(v));
         }
@@ -470,7 +589,8 @@ impl Engine {
     fn shut_down_if_done(&mut self) {
         let idle = self.frames.is_at_boundary()
             && self.append_pending.is_none()
-            && self.replies.is_empty();
+            && self.replies.is_empty()
+            && !matches!(self.state, State::Verifying { .. });
         if self.shutdown_deadline.is_some() && self.end.is_none() && idle {
             self.state = State::Closed;
             self.end = Some(End::Shutdown);
@@ -513,8 +633,13 @@ mod tests {
     }
 
     fn engine() -> (Engine, Clock, Log) {
+        engine_checking(PasswordCheck::ReferenceRule)
+    }
+
+    fn engine_checking(passwords: PasswordCheck) -> (Engine, Clock, Log) {
         let clock = Clock(Instant::now());
         let settings = Settings {
+            passwords,
             max_payload: 65_535,
             handshake_timeout: HANDSHAKE,
             idle_timeout: IDLE,
@@ -786,5 +911,103 @@ mod tests {
         assert_eq!(e.ignored(), 4 + 4);
         assert_eq!(e.poll_close(), Some(End::Closed));
         assert!(!e.wants_input());
+    }
+
+    //= spec/protocol.md#pass
+    //= type=test
+    //# The server MUST verify a non-empty PASS for the name before it replies, and MUST NOT process any frame after the PASS until the verdict.
+    #[test]
+    fn frames_behind_a_pass_wait_for_its_verdict_in_order() {
+        let (mut e, clock, mut log) = engine_checking(PasswordCheck::Asked);
+        let stream = wire(&[
+            Frame::Name(b"alice"),
+            Frame::Pass(b"Bsecret"),
+            Frame::Msg(b"one"),
+            Frame::Msg(b"two"),
+        ]);
+        e.handle_input(&stream, clock.at(0), &mut log);
+        // The NAME's reply goes; the PASS's waits, and nothing after it ran.
+        assert_eq!(send_all(&mut e, clock.at(0)), [ACK]);
+        assert!(!e.wants_input());
+        assert!(log.0.is_empty());
+        let request = e.take_verify_request().expect("a password to verify");
+        assert_eq!(
+            (&request.name[..], &request.password[..]),
+            (&b"alice"[..], &b"Bsecret"[..])
+        );
+        assert!(e.take_verify_request().is_none(), "asked once");
+        assert!(
+            format!("{request:?}").contains("7 bytes"),
+            "no password in Debug"
+        );
+        assert!(
+            e.allocated() >= 2 * 6,
+            "held bytes count against the budget"
+        );
+        // The verdict comes; the held MSGs are processed, in order.
+        let processed = e.verify_done(true, clock.at(500), &mut log);
+        assert_eq!(processed.appended, 2);
+        e.append_done(Ok(()), clock.at(500));
+        assert_eq!(send_all(&mut e, clock.at(500)), [ACK, ACK, ACK]);
+        assert_eq!(
+            log.0,
+            [
+                (b"alice".to_vec(), b"one".to_vec()),
+                (b"alice".to_vec(), b"two".to_vec())
+            ]
+        );
+        assert!(e.wants_input());
+    }
+
+    //= spec/protocol.md#pass
+    //= type=test
+    //# The server MUST reply 0x00 to a PASS whose password verifies and move to state P, and MUST reject a PASS whose password does not verify.
+    #[test]
+    fn a_rejected_password_processes_nothing_after_it() {
+        let (mut e, clock, mut log) = engine_checking(PasswordCheck::Asked);
+        let stream = wire(&[Frame::Name(b"u"), Frame::Pass(b"Awrong"), Frame::Msg(b"x")]);
+        e.handle_input(&stream, clock.at(0), &mut log);
+        e.take_verify_request().unwrap();
+        e.verify_done(false, clock.at(1), &mut log);
+        assert_eq!(send_all(&mut e, clock.at(1)), [ACK, NAK]);
+        assert_eq!(
+            e.poll_close(),
+            Some(End::Rejected(Violation::PasswordRejected))
+        );
+        assert_eq!(e.ignored(), 4);
+        assert!(log.0.is_empty());
+    }
+
+    #[test]
+    fn a_verdict_later_than_the_handshake_timeout_comes_too_late() {
+        let (mut e, clock, mut log) = engine_checking(PasswordCheck::Asked);
+        e.handle_input(
+            &wire(&[Frame::Name(b"u"), Frame::Pass(b"A")]),
+            clock.at(0),
+            &mut log,
+        );
+        e.take_verify_request().unwrap();
+        assert_eq!(e.poll_timeout(), Some(clock.at(10_000)));
+        e.handle_timeout(clock.at(10_000));
+        assert_eq!(e.end(), Some(End::Rejected(Violation::HandshakeTimeout)));
+        // The verdict arrives after the close: it changes nothing.
+        e.verify_done(true, clock.at(10_001), &mut log);
+        assert_eq!(send_all(&mut e, clock.at(10_001)), [ACK, NAK]);
+        assert_eq!(e.state().label(), "X");
+    }
+
+    #[test]
+    fn a_shutdown_waits_for_the_verdict_within_its_timeout() {
+        let (mut e, clock, mut log) = engine_checking(PasswordCheck::Asked);
+        e.handle_input(
+            &wire(&[Frame::Name(b"u"), Frame::Pass(b"A")]),
+            clock.at(0),
+            &mut log,
+        );
+        e.handle_shutdown(clock.at(100));
+        assert!(e.poll_close().is_none());
+        e.verify_done(true, clock.at(200), &mut log);
+        assert_eq!(send_all(&mut e, clock.at(200)), [ACK, ACK]);
+        assert_eq!(e.poll_close(), Some(End::Shutdown));
     }
 }

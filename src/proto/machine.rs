@@ -18,6 +18,9 @@ pub enum State {
     Connected,
     /// N: named; PASS is expected.
     Named { name: Bytes },
+    /// V: a PASS is being verified; nothing more is processed until the
+    /// verdict (spec: #pass).
+    Verifying { name: Bytes },
     /// P/M: authenticated; any number of MSG.
     Authenticated { name: Bytes },
     /// X: closed; nothing more is processed.
@@ -28,7 +31,9 @@ impl State {
     /// The name a client gave, once it gave one.
     pub fn name(&self) -> Option<&Bytes> {
         match self {
-            State::Named { name } | State::Authenticated { name } => Some(name),
+            State::Named { name } | State::Verifying { name } | State::Authenticated { name } => {
+                Some(name)
+            }
             State::Connected | State::Closed => None,
         }
     }
@@ -38,6 +43,7 @@ impl State {
         match self {
             State::Connected => "C",
             State::Named { .. } => "N",
+            State::Verifying { .. } => "V",
             State::Authenticated { .. } => "P",
             State::Closed => "X",
         }
@@ -45,6 +51,14 @@ impl State {
 
     pub fn is_closed(&self) -> bool {
         matches!(self, State::Closed)
+    }
+
+    /// NAME and PASS are not done yet (C, N, V): the handshake timeout runs.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(
+            self,
+            State::Connected | State::Named { .. } | State::Verifying { .. }
+        )
     }
 }
 
@@ -55,6 +69,8 @@ pub enum Response {
     Ack,
     /// 0xFF, naming the rule the transaction broke.
     Reject(Violation),
+    /// Not yet: the reply comes with the password's verdict.
+    Pending,
     /// Nothing: the connection is already closed.
     Silent,
 }
@@ -65,7 +81,7 @@ impl Response {
         match self {
             Response::Ack => Some(ACK),
             Response::Reject(_) => Some(NAK),
-            Response::Silent => None,
+            Response::Pending | Response::Silent => None,
         }
     }
 }
@@ -75,6 +91,9 @@ impl Response {
 pub enum Effect<'a> {
     /// Append one record to the log, then send the Ack.
     Append { name: Bytes, message: &'a [u8] },
+    /// Verify the password for the name; the verdict comes back through
+    /// [`verdict`], and the PASS's reply with it.
+    Verify { name: Bytes, password: &'a [u8] },
     /// Send the reply, then close the connection gracefully.
     Close,
 }
@@ -88,7 +107,7 @@ pub enum Violation {
     NameStartsWithNul,
     #[error("PASS was empty; send a non-empty password")]
     EmptyPassword,
-    #[error("password rejected: the first byte of the password must be odd")]
+    #[error("password rejected: it does not verify for this name")]
     PasswordRejected,
     #[error("MSG was empty; send at least one byte")]
     EmptyMessage,
@@ -186,15 +205,17 @@ pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
         //# The server MUST reject a PASS whose payload is empty.
         (State::Named { .. }, Frame::Pass([])) => reject(Violation::EmptyPassword),
         //= spec/protocol.md#pass
-        //# The server MUST reject a PASS whose first payload byte is even.
-        (State::Named { .. }, Frame::Pass([first, ..])) if first % 2 == 0 => {
-            reject(Violation::PasswordRejected)
+        //# The server MUST verify a non-empty PASS for the name before it replies, and MUST NOT process any frame after the PASS until the verdict.
+        (State::Named { name }, Frame::Pass(password)) => {
+            let effect = Effect::Verify {
+                name: name.clone(),
+                password,
+            };
+            (State::Verifying { name }, Response::Pending, Some(effect))
         }
-        //= spec/protocol.md#pass
-        //# The server MUST accept a PASS whose first payload byte is odd.
-        (State::Named { name }, Frame::Pass(_)) => {
-            (State::Authenticated { name }, Response::Ack, None)
-        }
+
+        // The engine holds every frame back until the verdict, so none
+        // reaches a connection in V; were one to, it is out of order.
 
         //= spec/protocol.md#msg
         //# The server MUST reject a MSG whose payload is empty.
@@ -220,6 +241,29 @@ pub fn step(state: State, frame: Frame<'_>) -> Step<'_> {
             tag: frame.tag(),
         }),
     }
+}
+
+/// The verdict on the password of a connection in V: P and 0x00, or the
+/// close and 0xFF. In any other state there is nothing to decide.
+//= spec/protocol.md#pass
+//# The server MUST reply 0x00 to a PASS whose password verifies and move to state P, and MUST reject a PASS whose password does not verify.
+pub fn verdict<'a>(state: State, verified: bool) -> Step<'a> {
+    match state {
+        State::Verifying { name } if verified => {
+            (State::Authenticated { name }, Response::Ack, None)
+        }
+        State::Verifying { .. } => reject(Violation::PasswordRejected),
+        other => (other, Response::Silent, None),
+    }
+}
+
+/// The reference's password rule, msglog's default authenticator: only the
+/// first byte counts, and it must be odd (`A` yes, `B` and `BAAA` no).
+/// It is compatibility, not security.
+//= spec/protocol.md#pass
+//# With the reference's rule, a password MUST verify exactly when its first byte is odd.
+pub fn reference_rule_accepts(password: &[u8]) -> bool {
+    password.first().is_some_and(|b| b % 2 == 1)
 }
 
 /// A transaction that failed outside the table: a frame over the server's
@@ -271,8 +315,8 @@ mod tests {
             (_, 4) => ("X", Some(ACK), "close"),
             ("C", 1) if payload.is_empty() || payload[0] == 0 => reject,
             ("C", 1) => ("N", Some(ACK), "none"),
-            ("N", 2) if payload.is_empty() || payload[0] % 2 == 0 => reject,
-            ("N", 2) => ("P", Some(ACK), "none"),
+            ("N", 2) if payload.is_empty() => reject,
+            ("N", 2) => ("V", None, "verify"),
             ("P", 3) if payload.is_empty() => reject,
             ("P", 3) => ("P", Some(ACK), "append"),
             _ => reject,
@@ -302,6 +346,7 @@ mod tests {
                         None => "none",
                         Some(Effect::Close) => "close",
                         Some(Effect::Append { .. }) => "append",
+                        Some(Effect::Verify { .. }) => "verify",
                     };
                     assert_eq!(
                         (next.label(), response.byte(), effect_kind),
@@ -319,7 +364,7 @@ mod tests {
     //# Each rejection MUST name exactly one rule from the following table.
     #[test]
     fn rejections_name_their_rule() {
-        let cases: [(State, Frame, Violation); 7] = [
+        let cases: [(State, Frame, Violation); 6] = [
             (State::Connected, Frame::Name(b""), Violation::EmptyName),
             (
                 State::Connected,
@@ -327,7 +372,6 @@ mod tests {
                 Violation::NameStartsWithNul,
             ),
             (named(), Frame::Pass(b""), Violation::EmptyPassword),
-            (named(), Frame::Pass(b"BAAA"), Violation::PasswordRejected),
             (authed(), Frame::Msg(b""), Violation::EmptyMessage),
             (
                 State::Connected,
@@ -339,6 +383,55 @@ mod tests {
         for (state, frame, violation) in cases {
             assert_eq!(step(state, frame).1, Response::Reject(violation));
         }
+        let verifying = State::Verifying {
+            name: Bytes::from_static(b"u"),
+        };
+        assert_eq!(
+            verdict(verifying, false).1,
+            Response::Reject(Violation::PasswordRejected)
+        );
+    }
+
+    //= spec/protocol.md#pass
+    //= type=test
+    //# The server MUST verify a non-empty PASS for the name before it replies, and MUST NOT process any frame after the PASS until the verdict.
+    //= spec/protocol.md#pass
+    //= type=test
+    //# The server MUST reply 0x00 to a PASS whose password verifies and move to state P, and MUST reject a PASS whose password does not verify.
+    #[test]
+    fn a_pass_waits_for_its_verdict() {
+        let (v, r, e) = step(named(), Frame::Pass(b"secret"));
+        assert_eq!(v.label(), "V");
+        assert_eq!(r, Response::Pending);
+        assert_eq!(r.byte(), None);
+        assert_eq!(
+            e,
+            Some(Effect::Verify {
+                name: Bytes::from_static(b"u"),
+                password: b"secret"
+            })
+        );
+        assert_eq!(verdict(v.clone(), true), (authed(), Response::Ack, None));
+        let (x, r, e) = verdict(v, false);
+        assert_eq!(
+            (x.label(), r.byte(), e),
+            ("X", Some(NAK), Some(Effect::Close))
+        );
+        // Outside V there is nothing to decide.
+        assert_eq!(verdict(authed(), false), (authed(), Response::Silent, None));
+    }
+
+    //= spec/protocol.md#pass
+    //= type=test
+    //# With the reference's rule, a password MUST verify exactly when its first byte is odd.
+    #[test]
+    fn the_reference_rule_looks_at_the_first_byte_only() {
+        for b in 0..=255u8 {
+            assert_eq!(reference_rule_accepts(&[b, 0, 1]), b % 2 == 1);
+        }
+        assert!(reference_rule_accepts(b"A") && reference_rule_accepts(b"a"));
+        assert!(!reference_rule_accepts(b"B") && !reference_rule_accepts(b"BAAA"));
+        assert!(!reference_rule_accepts(b""));
     }
 
     //= spec/protocol.md#name
@@ -348,6 +441,7 @@ mod tests {
     fn name_is_kept_whole_and_carried_to_appends() {
         let (s, _, _) = step(State::Connected, Frame::Name(b"Al\0ice"));
         let (s, _, _) = step(s, Frame::Pass(b"A"));
+        let (s, _, _) = verdict(s, true);
         let (_, r, e) = step(s, Frame::Msg(b"hi"));
         assert_eq!(r, Response::Ack);
         assert_eq!(

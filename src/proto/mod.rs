@@ -18,7 +18,9 @@ pub use jsonl::{
     decode_json_record, encode_json_record, json_records, JsonContext, JsonRecord, JsonRecordError,
     MAX_JSON_RECORD_LEN,
 };
-pub use machine::{fail, step, Effect, Response, State, Violation, ACK, NAK};
+pub use machine::{
+    fail, reference_rule_accepts, step, verdict, Effect, Response, State, Violation, ACK, NAK,
+};
 pub use record::{
     decode_record, encode_record, is_dangerous_char, record, records, Record, RecordError,
     MAX_TEXT_RECORD_LEN,

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::defaults;
-use crate::proto::engine::Settings;
+use crate::proto::engine::{PasswordCheck, Settings};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
 pub use listener::ServeError;
@@ -53,6 +53,7 @@ impl Limits {
     pub fn session_settings(&self) -> Settings {
         Settings {
             max_payload: self.max_payload,
+            passwords: PasswordCheck::ReferenceRule,
             handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
             shutdown_timeout: self.shutdown_timeout,

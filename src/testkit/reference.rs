@@ -113,7 +113,9 @@ impl ModelState {
     pub fn of(state: &State) -> ModelState {
         match state {
             State::Connected => ModelState::Connected,
-            State::Named { name } => ModelState::Named(name.to_vec()),
+            // With the reference's password rule a PASS is decided at once;
+            // a connection waiting for a verdict is still on its PASS.
+            State::Named { name } | State::Verifying { name } => ModelState::Named(name.to_vec()),
             State::Authenticated { name } => ModelState::Authenticated(name.to_vec()),
             State::Closed => ModelState::Closed,
         }

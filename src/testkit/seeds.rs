@@ -222,26 +222,45 @@ pub fn record_cases() -> Vec<RecordCase> {
 }
 
 /// Event scripts for the `engine` target over a stream of `len` bytes: the
-/// ordinary life of a connection, and each of the ways it can go wrong.
+/// ordinary life of a connection (password verified, log writes), and each
+/// of the ways it can go wrong.
 pub fn engine_scripts(len: usize) -> Vec<(&'static str, Vec<u16>)> {
     use Step::*;
-    let scripts: [(&str, &[Step]); 5] = [
+    let ok = Verdict { verified: true };
+    let scripts: [(&str, &[Step]); 6] = [
         (
             "ordinary",
-            &[Read(len), LogDone { fail: false }, ClientReads(len), Eof],
+            &[
+                Read(len),
+                ok,
+                LogDone { fail: false },
+                ClientReads(len),
+                Eof,
+            ],
+        ),
+        (
+            "password-refused",
+            &[Read(len), Verdict { verified: false }, ClientReads(len)],
         ),
         (
             "log-fails",
-            &[Read(len), LogDone { fail: true }, ClientReads(len)],
+            &[Read(len), ok, LogDone { fail: true }, ClientReads(len)],
         ),
         (
             "shutdown-mid-frame",
-            &[Read(len / 2), Shutdown, FireAtDeadline, ClientReads(len)],
+            &[
+                Read(len / 2),
+                ok,
+                Shutdown,
+                FireAtDeadline,
+                ClientReads(len),
+            ],
         ),
         (
             "client-not-reading",
             &[
                 Read(len),
+                ok,
                 LogDone { fail: false },
                 Shutdown,
                 Advance(600),
@@ -253,6 +272,7 @@ pub fn engine_scripts(len: usize) -> Vec<(&'static str, Vec<u16>)> {
             &[
                 Read(len / 3),
                 FireAtDeadline,
+                ok,
                 Read(len),
                 FireAtDeadline,
                 FireAtDeadline,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::proto::engine::{AppendSink, End, Engine, Settings};
+use crate::proto::engine::{AppendSink, End, Engine, PasswordCheck, Settings};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::machine::State;
 use crate::proto::record::encode_record;
@@ -50,6 +50,7 @@ pub struct MemorySession {
 /// that never fire in a run whose clock stands still.
 pub fn settings(limit: Option<u16>) -> Settings {
     Settings {
+        passwords: PasswordCheck::ReferenceRule,
         max_payload: limit.map_or(MAX_PAYLOAD_LEN, usize::from),
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(300),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ensure, Broken, Checked, Hex};
-use crate::proto::engine::{AppendSink, Engine, Settings};
+use crate::proto::engine::{AppendSink, Engine, PasswordCheck, Settings};
 use crate::proto::frame;
 use crate::proto::machine::{ACK, NAK};
 use crate::proto::record::{encode_record, records};
@@ -38,8 +38,12 @@ pub enum Step {
     Shutdown,
     /// The client reads up to `arg` bytes of its replies.
     ClientReads(usize),
-    /// The log finishes the outstanding append: it fails when `arg` is odd.
+    /// The log finishes the outstanding append: it fails when bit 0 of
+    /// `arg` is set (bit 1 clear).
     LogDone { fail: bool },
+    /// The outstanding password check answers: verified when bit 0 of `arg`
+    /// is set (bit 1 set).
+    Verdict { verified: bool },
 }
 
 impl Step {
@@ -53,7 +57,10 @@ impl Step {
             4 => Step::FireAtDeadline,
             5 => Step::Shutdown,
             6 => Step::ClientReads(arg),
-            _ => Step::LogDone { fail: arg % 2 == 1 },
+            _ if arg & 2 == 0 => Step::LogDone { fail: arg & 1 == 1 },
+            _ => Step::Verdict {
+                verified: arg & 1 == 1,
+            },
         }
     }
 
@@ -68,6 +75,7 @@ impl Step {
             Step::Shutdown => (5, 0),
             Step::ClientReads(n) => (6, n),
             Step::LogDone { fail } => (7, usize::from(fail)),
+            Step::Verdict { verified } => (7, 2 | usize::from(verified)),
         };
         (u16::try_from(arg.min(8191)).unwrap_or(8191) << 3) | kind
     }
@@ -92,6 +100,8 @@ struct Run<'a> {
     log: Vec<u8>,
     /// Records of the outstanding append, not yet in `log`.
     pending: Option<Vec<u8>>,
+    /// A password check the shell took and has not answered.
+    verifying: bool,
     /// Reply bytes the client has read.
     received: Vec<u8>,
     /// The latest a connection may end after the shutdown came.
@@ -133,6 +143,7 @@ impl Run<'_> {
                 if processed.appended > 0 {
                     self.pending = Some(log.0);
                 }
+                self.take_verify_request();
             }
             Step::Eof => {
                 if self.engine.wants_input() {
@@ -166,6 +177,17 @@ impl Run<'_> {
                 self.received.extend_from_slice(&out[..n]);
                 self.engine.transmitted(n, self.now);
             }
+            Step::Verdict { verified } => {
+                if self.verifying {
+                    self.verifying = false;
+                    let mut log = Log(Vec::new());
+                    let processed = self.engine.verify_done(verified, self.now, &mut log);
+                    if processed.appended > 0 {
+                        self.pending = Some(log.0);
+                    }
+                    self.take_verify_request();
+                }
+            }
             Step::LogDone { fail } => {
                 if let Some(records) = self.pending.take() {
                     if !fail {
@@ -181,8 +203,19 @@ impl Run<'_> {
         self.invariants()
     }
 
+    fn take_verify_request(&mut self) {
+        if self.engine.take_verify_request().is_some() {
+            self.verifying = true;
+        }
+    }
+
     fn invariants(&self) -> Checked {
         let e = &self.engine;
+        ensure(
+            !self.verifying || (!e.wants_input() && self.pending.is_none()),
+            "nothing behind a PASS is processed before its verdict",
+            || self.context(),
+        )?;
         ensure(
             self.pending.is_none() || e.poll_transmit().is_empty(),
             "no reply goes before the log took the batch",
@@ -255,8 +288,9 @@ impl Run<'_> {
         )
     }
 
-    /// Left to itself (the client reads nothing more, the log completes),
-    /// every connection ends within a few timer firings.
+    /// Left to itself (the client reads nothing more, the log completes, a
+    /// password check never answers), every connection ends within a few
+    /// timer firings.
     fn ends_by_itself(&mut self) -> Checked {
         for _ in 0..MAX_FIRINGS {
             if self.engine.poll_close().is_some() {
@@ -289,6 +323,8 @@ impl Run<'_> {
 ///
 /// - no reply before the log took its batch, no reading while replies or
 ///   an append are outstanding, no timer while the log writes;
+/// - nothing behind a PASS is processed before its verdict (the engine
+///   asks the shell for every password here);
 /// - replies are 0x00 and 0xFF only, and a 0xFF is the last;
 /// - every MSG acknowledged to the client has its record in the log, in
 ///   order (a failed append acknowledges nothing of its batch);
@@ -301,6 +337,7 @@ impl Run<'_> {
 pub fn engine(bytes: &[u8], script: &[u16], limit: Option<u16>) -> Checked {
     let now = Instant::now();
     let settings = Settings {
+        passwords: PasswordCheck::Asked,
         max_payload: limit.map_or(frame::MAX_PAYLOAD_LEN, usize::from),
         handshake_timeout: HANDSHAKE,
         idle_timeout: IDLE,
@@ -313,6 +350,7 @@ pub fn engine(bytes: &[u8], script: &[u16], limit: Option<u16>) -> Checked {
         consumed: 0,
         log: Vec::new(),
         pending: None,
+        verifying: false,
         received: Vec::new(),
         shutdown_bound: None,
     };
