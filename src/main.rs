@@ -131,6 +131,7 @@ impl ServeArgs {
             log_format: self.log_format.into(),
             fsync: self.fsync,
             stats_interval: self.stats_interval,
+            verifier: None,
             limits: Limits {
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,

@@ -20,6 +20,7 @@
 //! costs more than the whole exchange.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::sleep_until;
 
-use crate::proto::engine::{AppendSink, End, Engine, Processed, Settings};
+use crate::proto::engine::{AppendSink, End, Engine, Processed, Settings, VerifyRequest};
 use crate::proto::record::encode_record;
 use crate::proto::{encode_json_record, JsonContext, LogFormat};
 
@@ -58,9 +59,23 @@ thread_local! {
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
+/// Checks passwords for the session engine (spec: #pass): a users file
+/// with argon2id, for example. Verification is slow on purpose, so it must
+/// not run on the connection's task: the future it returns is awaited
+/// beside the connection's timers.
+pub trait PasswordVerifier: Send + Sync + std::fmt::Debug + 'static {
+    fn verify(&self, request: VerifyRequest, peer: SocketAddr) -> Verdict;
+}
+
+/// A password verdict to come: `true` when the password verifies.
+pub type Verdict = Pin<Box<dyn Future<Output = bool> + Send>>;
+
 /// What every connection of a server shares.
 pub(crate) struct ServerContext {
     pub log: LogWriter,
+    /// Asked for every PASS; without one the engine applies the
+    /// reference's rule itself.
+    pub verifier: Option<Arc<dyn PasswordVerifier>>,
     pub limits: Limits,
     pub settings: Arc<Settings>,
     pub log_format: LogFormat,
@@ -207,7 +222,16 @@ impl Connection {
         let stopping = shutdown.changed();
         tokio::pin!(stopping);
         let mut shutting_down = false;
+        // The password check in progress, if a PASS waits for one.
+        let mut verdict: Option<Verdict> = None;
         loop {
+            if let Some(request) = self.engine.take_verify_request() {
+                verdict = Some(match &self.ctx.verifier {
+                    Some(verifier) => verifier.verify(request, self.peer),
+                    // Unreachable: without a verifier the engine decides.
+                    None => Box::pin(std::future::ready(false)),
+                });
+            }
             self.settle_budget();
             if let Some(end) = self.engine.poll_close() {
                 return Outcome::Ended(end);
@@ -249,9 +273,32 @@ impl Connection {
                 }
                 continue;
             }
+            if let Some(pending) = verdict.as_mut() {
+                // Nothing is read until the verdict; the handshake timeout
+                // and the shutdown still apply.
+                tokio::select! {
+                    verified = pending => {
+                        verdict = None;
+                        let input = self.run_engine(|engine, sink| {
+                            engine.verify_done(verified, Instant::now(), sink)
+                        });
+                        self.carry_out(input).await;
+                    }
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        self.engine.handle_timeout(Instant::now());
+                    }
+                    _ = &mut stopping, if !shutting_down => {
+                        shutting_down = true;
+                        self.engine.handle_shutdown(Instant::now());
+                    }
+                }
+                continue;
+            }
             if !self.engine.wants_input() {
-                // Not closed, nothing to send, and yet no input wanted: the
-                // engine never gets here; say so rather than spin or hang.
+                // Not closed, nothing to send, no verdict awaited, and yet no
+                // input wanted: the engine never gets here; say so rather
+                // than spin or hang.
                 return Outcome::Io(std::io::Error::other(
                     "internal error: the session engine waits for nothing",
                 ));
@@ -304,27 +351,32 @@ impl Connection {
             // client is waited for the cheap way until it speeds up again.
             self.busy_poll_pays =
                 read_at.saturating_duration_since(last_reply) <= self.ctx.limits.busy_poll;
-            match input {
-                Input::Deferred => {}
-                Input::Eof => self.engine.handle_eof(),
-                Input::Batch { append: None, .. } => {}
-                Input::Batch {
-                    append: Some(staged),
-                    processed,
-                } => {
-                    let result = self.ctx.log.outcome(staged).await;
-                    match &result {
-                        Ok(()) => self
-                            .ctx
-                            .stats
-                            .appended(processed.appended, processed.appended_bytes),
-                        Err(error) => {
-                            tracing::warn!(peer = %self.peer, error = %error, "append failed; rejecting the message")
-                        }
+            self.carry_out(input).await;
+        }
+    }
+
+    /// Carries out what one engine call asked for: the end of the stream,
+    /// or the batch's records handed to the log and the log's verdict.
+    async fn carry_out(&mut self, input: Input) {
+        match input {
+            Input::Deferred | Input::Batch { append: None, .. } => {}
+            Input::Eof => self.engine.handle_eof(),
+            Input::Batch {
+                append: Some(staged),
+                processed,
+            } => {
+                let result = self.ctx.log.outcome(staged).await;
+                match &result {
+                    Ok(()) => self
+                        .ctx
+                        .stats
+                        .appended(processed.appended, processed.appended_bytes),
+                    Err(error) => {
+                        tracing::warn!(peer = %self.peer, error = %error, "append failed; rejecting the message")
                     }
-                    self.engine
-                        .append_done(result.map_err(drop), Instant::now());
                 }
+                self.engine
+                    .append_done(result.map_err(drop), Instant::now());
             }
         }
     }
@@ -431,22 +483,31 @@ impl Connection {
             if len == 0 {
                 return Poll::Ready(Ok(Input::Eof));
             }
-            RECORDS.with_borrow_mut(|records| {
-                records.clear();
-                let mut encoder = RecordEncoder {
-                    records,
-                    format: self.ctx.log_format,
-                    peer: &self.peer_text,
-                    json: None,
-                };
-                let processed =
-                    self.engine
-                        .handle_input(&scratch[..len], Instant::now(), &mut encoder);
-                // One call hands the whole batch to the log: with no write in
-                // progress it is written before this returns.
-                let append = (processed.appended > 0).then(|| self.ctx.log.stage(records));
-                Poll::Ready(Ok(Input::Batch { append, processed }))
-            })
+            let bytes = &scratch[..len];
+            Poll::Ready(Ok(self.run_engine(|engine, sink| {
+                engine.handle_input(bytes, Instant::now(), sink)
+            })))
+        })
+    }
+
+    /// Runs one engine call with the per-thread record buffer as its sink,
+    /// and stages the batch's records with the log in one call: with no
+    /// write in progress they are written before this returns.
+    fn run_engine(
+        &mut self,
+        call: impl FnOnce(&mut Engine, &mut RecordEncoder<'_>) -> Processed,
+    ) -> Input {
+        RECORDS.with_borrow_mut(|records| {
+            records.clear();
+            let mut encoder = RecordEncoder {
+                records,
+                format: self.ctx.log_format,
+                peer: &self.peer_text,
+                json: None,
+            };
+            let processed = call(&mut self.engine, &mut encoder);
+            let append = (processed.appended > 0).then(|| self.ctx.log.stage(records));
+            Input::Batch { append, processed }
         })
     }
 }
@@ -513,6 +574,7 @@ mod tests {
         let limits = Limits::default();
         let ctx = ServerContext {
             log,
+            verifier: None,
             settings: Arc::new(limits.session_settings()),
             limits,
             log_format: LogFormat::Text,

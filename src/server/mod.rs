@@ -22,6 +22,7 @@ use crate::defaults;
 use crate::proto::engine::{PasswordCheck, Settings};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
+pub use connection::{PasswordVerifier, Verdict};
 pub use listener::ServeError;
 pub use log_file::{open_log, OpenError, Recovery};
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, Staged};
@@ -90,6 +91,9 @@ pub struct Config {
     pub limits: Limits,
     /// How often to log a stats line; `None` turns it off.
     pub stats_interval: Option<Duration>,
+    /// Checks every password; `None` applies the reference's rule (any
+    /// password whose first byte is odd).
+    pub verifier: Option<Arc<dyn PasswordVerifier>>,
 }
 
 impl Default for Config {
@@ -103,6 +107,7 @@ impl Default for Config {
             fsync: false,
             limits: Limits::default(),
             stats_interval: None,
+            verifier: None,
         }
     }
 }
@@ -180,9 +185,14 @@ impl Server {
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         // Dropped by the acceptors and the connections; the last one gone
         // drops the log writer, whose thread then syncs and ends.
+        let mut settings = config.limits.session_settings();
+        if config.verifier.is_some() {
+            settings.passwords = PasswordCheck::Asked;
+        }
         let context = Arc::new(connection::ServerContext {
             log,
-            settings: Arc::new(config.limits.session_settings()),
+            verifier: config.verifier,
+            settings: Arc::new(settings),
             limits: config.limits,
             log_format: config.log_format,
             stats: stats.clone(),
