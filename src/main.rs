@@ -15,7 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::values::{self, seconds, seconds_or_off, secs_text, whole};
 use cli::FormatArg;
 use msglog::defaults;
-use msglog::server::{Config, Limits, Server};
+use msglog::server::{Config, Limits, Rate, Server};
 
 #[derive(Parser)]
 #[command(name = "msglog", version, about = "A message-log server and its tools", long_about = None)]
@@ -90,6 +90,15 @@ struct ServeArgs {
     /// stop reading until memory frees or their frame timeout closes them.
     #[arg(long, env = "MSGLOG_FRAME_BUFFER_BUDGET", value_name = "MIB", default_value_t = defaults::FRAME_BUDGET_MIB, value_parser = whole::<u64>(1, 65_536))]
     frame_buffer_budget: u64,
+    /// Messages per second each connection may send, and how many at once
+    /// (MSGS_PER_SEC[:BURST], burst default one second's worth). A client
+    /// over its rate is slowed down (the server stops reading from it until
+    /// tokens return), never rejected. Default: no limit.
+    #[arg(long, env = "MSGLOG_RATE_LIMIT", value_name = "MSGS_PER_SEC[:BURST]", value_parser = Rate::parse)]
+    rate_limit: Option<Rate>,
+    /// The same, shared by all connections of one name.
+    #[arg(long, env = "MSGLOG_RATE_LIMIT_PER_NAME", value_name = "MSGS_PER_SEC[:BURST]", value_parser = Rate::parse)]
+    rate_limit_per_name: Option<Rate>,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -140,6 +149,8 @@ impl ServeArgs {
                 busy_poll: Duration::from_micros(self.busy_poll_us),
                 // Larger than the address space is no limit at all.
                 frame_budget: usize::try_from(self.frame_buffer_budget << 20).unwrap_or(usize::MAX),
+                rate_per_connection: self.rate_limit,
+                rate_per_name: self.rate_limit_per_name,
                 ..Limits::default()
             },
         })

@@ -40,6 +40,7 @@ use crate::proto::{encode_json_record, JsonContext, LogFormat};
 
 use super::budget::{charge_for, read_limit, FrameBudget};
 use super::log_writer::{LogWriter, Staged};
+use super::rate::{ConnectionRate, NameBuckets, Rate};
 use super::{Limits, Stats};
 
 /// Size of each thread's read buffer: one read takes this many bytes of
@@ -81,6 +82,10 @@ pub(crate) struct ServerContext {
     pub log_format: LogFormat,
     pub stats: Arc<Stats>,
     pub budget: Arc<FrameBudget>,
+    /// The rate every connection is held to, if any.
+    pub rate: Option<Rate>,
+    /// The buckets of the rate every name is held to, if any.
+    pub name_rates: Option<Arc<NameBuckets>>,
 }
 
 pub(crate) struct Connection {
@@ -92,6 +97,9 @@ pub(crate) struct Connection {
     peer_text: String,
     /// What this connection's partial frame is charged to the budget.
     charged: usize,
+    /// Its rate limits; boxed, and only when configured, so that a
+    /// connection without them pays one pointer.
+    rate: Option<Box<ConnectionRate>>,
     /// Whether to busy-poll for the next frame after replying: true while
     /// the client's next frame has been coming within the busy-poll budget.
     busy_poll_pays: bool,
@@ -159,6 +167,13 @@ impl Connection {
                 LogFormat::Jsonl => peer.to_string(),
                 LogFormat::Text => String::new(),
             },
+            rate: (ctx.rate.is_some() || ctx.name_rates.is_some()).then(|| {
+                Box::new(ConnectionRate::new(
+                    ctx.rate,
+                    ctx.name_rates.clone(),
+                    Instant::now(),
+                ))
+            }),
             ctx,
             charged: 0,
             busy_poll_pays: true,
@@ -305,6 +320,23 @@ impl Connection {
             }
             //= spec/protocol.md#limits
             //# A server MAY stop reading from a connection while the memory it holds in partial frames for all connections is at its limit, as long as the connection's timeouts keep running.
+            if let Some(Err(ready)) = self.rate_limit() {
+                // Over its rate: nothing is read until a token returns, so
+                // TCP slows the client down; its timeouts keep running.
+                self.ctx.stats.rate_waits.fetch_add(1, Relaxed);
+                tokio::select! {
+                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(ready)) => {}
+                    () = &mut timer, if armed.is_some() => {
+                        armed = None;
+                        self.engine.handle_timeout(Instant::now());
+                    }
+                    _ = &mut stopping, if !shutting_down => {
+                        shutting_down = true;
+                        self.engine.handle_shutdown(Instant::now());
+                    }
+                }
+                continue;
+            }
             if self.read_limit().is_none() {
                 // The budget is spent and this connection holds its share:
                 // it waits, its frame timeout running, until memory frees.
@@ -456,12 +488,26 @@ impl Connection {
     /// How much the next read may take: decided when the read happens, so
     /// that a connection that went to sleep with budget to spare does not
     /// wake up to find it spent and read a whole frame anyway.
-    fn read_limit(&self) -> Option<usize> {
-        read_limit(
+    fn read_limit(&mut self) -> Option<usize> {
+        let budget = read_limit(
             self.ctx.budget.spent(),
             self.engine.allocated(),
             SCRATCH_LEN,
-        )
+        )?;
+        match self.rate_limit() {
+            None => Some(budget),
+            Some(Ok(rate)) => Some(budget.min(rate)),
+            Some(Err(_)) => None,
+        }
+    }
+
+    /// What the rate limits let the next read take (`None`: no limits), or
+    /// when a token returns.
+    //= spec/protocol.md#rate-limits
+    //# A server that limits the rate of messages MUST slow a client over its rate down by not reading from it, and MUST NOT reject, drop or lose any of its messages for its rate.
+    fn rate_limit(&mut self) -> Option<Result<usize, Instant>> {
+        let rate = self.rate.as_mut()?;
+        Some(rate.read_limit(self.engine.state().name(), Instant::now()))
     }
 
     /// Reads once with `read`, as much as the frame budget allows, into the
@@ -506,6 +552,13 @@ impl Connection {
                 json: None,
             };
             let processed = call(&mut self.engine, &mut encoder);
+            if let Some(rate) = self.rate.as_mut() {
+                rate.spend(
+                    self.engine.state().name(),
+                    processed.appended,
+                    Instant::now(),
+                );
+            }
             let append = (processed.appended > 0).then(|| self.ctx.log.stage(records));
             Input::Batch { append, processed }
         })
@@ -580,6 +633,8 @@ mod tests {
             log_format: LogFormat::Text,
             stats: Arc::new(Stats::default()),
             budget: Arc::new(FrameBudget::new(1 << 20)),
+            rate: None,
+            name_rates: None,
         };
         let connection = Connection::new(stream, peer, Arc::new(ctx));
         let task = connection.run(stopped);

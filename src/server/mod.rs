@@ -7,6 +7,7 @@ pub mod diagnostics;
 pub mod listener;
 pub mod log_file;
 pub mod log_writer;
+mod rate;
 mod stats;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ pub use connection::{PasswordVerifier, Verdict};
 pub use listener::ServeError;
 pub use log_file::{open_log, OpenError, Recovery};
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, Staged};
+pub use rate::Rate;
 pub use stats::Stats;
 
 /// Refused connections (over the limit) that may linger at once.
@@ -47,6 +49,10 @@ pub struct Limits {
     /// Memory all connections together may hold in partial frames beyond a
     /// small allowance each; past it, the connections holding the most wait.
     pub frame_budget: usize,
+    /// Messages per second each connection may send (spec: #rate-limits).
+    pub rate_per_connection: Option<Rate>,
+    /// Messages per second all connections of one name may send together.
+    pub rate_per_name: Option<Rate>,
 }
 
 impl Limits {
@@ -76,6 +82,8 @@ impl Default for Limits {
             busy_poll: defaults::BUSY_POLL,
             busy_poll_connections: std::thread::available_parallelism().map_or(1, |n| n.get()),
             frame_budget: (defaults::FRAME_BUDGET_MIB << 20) as usize,
+            rate_per_connection: None,
+            rate_per_name: None,
         }
     }
 }
@@ -185,6 +193,10 @@ impl Server {
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         // Dropped by the acceptors and the connections; the last one gone
         // drops the log writer, whose thread then syncs and ends.
+        let (rate_per_connection, rate_per_name) = (
+            config.limits.rate_per_connection,
+            config.limits.rate_per_name,
+        );
         let mut settings = config.limits.session_settings();
         if config.verifier.is_some() {
             settings.passwords = PasswordCheck::Asked;
@@ -197,6 +209,8 @@ impl Server {
             log_format: config.log_format,
             stats: stats.clone(),
             budget: budget.clone(),
+            rate: rate_per_connection,
+            name_rates: rate_per_name.map(rate::NameBuckets::new),
         });
         let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
         let (stop_tx, stop_rx) = watch::channel(false);

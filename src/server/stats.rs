@@ -19,6 +19,8 @@ pub struct Stats {
     /// times the frame came while it did.
     pub busy_polls: AtomicU64,
     pub busy_poll_hits: AtomicU64,
+    /// Times a connection over its rate waited for a token.
+    pub rate_waits: AtomicU64,
 }
 
 impl Stats {
@@ -69,6 +71,7 @@ pub(crate) async fn report_every(
             busy_polls_total = stats.busy_polls.load(Relaxed),
             busy_poll_hits_total = stats.busy_poll_hits.load(Relaxed),
             partial_frame_bytes_over_allowance = budget.used(),
+            rate_waits_total = stats.rate_waits.load(Relaxed),
             "stats"
         );
         (messages, bytes) = (m, b);
