@@ -33,7 +33,7 @@ impl Rate {
             let n: f64 = s
                 .parse()
                 .map_err(|_| format!("{what} `{s}` is not a number"))?;
-            if !(n.is_finite() && n >= 1.0 && n <= 1e9) {
+            if !(1.0..=1e9).contains(&n) {
                 return Err(format!("{what} `{s}` must be from 1 to 1000000000"));
             }
             Ok(n)
