@@ -89,10 +89,13 @@ impl TokenBucket {
     pub(crate) fn ready_at(&mut self, now: Instant) -> Instant {
         self.refill(now);
         let missing = 1.0 - self.tokens;
+        // Counted from the bucket's own time, which a caller's `now` from
+        // before its last refill cannot move back.
+        let from = self.at.max(now);
         if missing <= 0.0 {
-            return now;
+            return from;
         }
-        now + Duration::from_secs_f64(missing / self.rate.per_second)
+        from + Duration::from_secs_f64(missing / self.rate.per_second)
     }
 
     fn is_full(&mut self, now: Instant) -> bool {
