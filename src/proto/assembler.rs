@@ -9,9 +9,10 @@ use std::ops::ControlFlow;
 
 use super::frame::{parse_frame_limited, Frame, FrameError, Parsed, HEADER_LEN, MAX_PAYLOAD_LEN};
 
-/// A buffer this large is given back once it is empty, so a connection that
-/// once sent a 64 KiB frame does not keep 64 KiB while idle.
-const SHRINK_ABOVE: usize = 16 * 1024;
+/// A buffer larger than this is given back once its frame is complete, so
+/// that an idle connection holds next to nothing; smaller ones are kept for
+/// the next frame that arrives split (common when pipelining).
+const KEEP_AT_MOST: usize = 256;
 
 /// Reassembles frames; holds at most the start of one frame.
 #[derive(Debug)]
@@ -151,7 +152,7 @@ impl FrameAssembler {
     }
 
     fn shrink(&mut self) {
-        if self.partial.capacity() > SHRINK_ABOVE {
+        if self.partial.capacity() > KEEP_AT_MOST {
             self.partial = Vec::new();
         }
     }
@@ -234,6 +235,27 @@ mod tests {
         assert_eq!(fed.frames, 2);
         assert_eq!(fed.left, stream.len() - first_two);
         assert!(a.is_at_boundary());
+    }
+
+    #[test]
+    fn a_completed_frame_gives_its_buffer_back() {
+        let frame = Frame::Msg(&[b'x'; 10_000]).to_bytes().unwrap();
+        let mut a = FrameAssembler::new(MAX_PAYLOAD_LEN);
+        let (head, tail) = frame.split_at(5_000);
+        a.feed(head, |_| ControlFlow::Continue(()));
+        assert!(a.allocated() >= 5_000);
+        let mut frames = 0;
+        a.feed(tail, |_| {
+            frames += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!(frames, 1);
+        assert_eq!(a.allocated(), 0, "an idle connection holds no frame buffer");
+        // A small split frame keeps its few bytes for the next one.
+        let small = Frame::Msg(b"hello").to_bytes().unwrap();
+        a.feed(&small[..3], |_| ControlFlow::Continue(()));
+        a.feed(&small[3..], |_| ControlFlow::Continue(()));
+        assert!(a.allocated() <= KEEP_AT_MOST);
     }
 
     #[test]

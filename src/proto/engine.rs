@@ -24,8 +24,9 @@ use super::machine::{
     fail, reference_rule_accepts, step, verdict, Effect, Response, State, Violation,
 };
 
-/// A reply buffer above this size is given back once its bytes are sent.
-const REPLIES_KEEP: usize = 1024;
+/// A reply buffer above this size is given back once its bytes are sent, so
+/// that an idle connection holds next to nothing.
+const REPLIES_KEEP: usize = 256;
 
 /// How passwords are verified (spec: #pass).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

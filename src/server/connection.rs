@@ -9,7 +9,8 @@
 //! frame is kept by the engine. The batch's records are encoded into a
 //! per-thread buffer and staged with the log in one call, and all its
 //! replies leave in one write. An idle connection thus owns no read or record
-//! buffer. The timer is re-armed lazily: it only moves earlier when the
+//! buffer, and the engine gives back its frame and reply buffers beyond a
+//! few hundred bytes once they are empty. The timer is re-armed lazily: it only moves earlier when the
 //! engine's next deadline does, and when it fires early it moves to the
 //! engine's current one.
 //!
