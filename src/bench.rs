@@ -93,7 +93,7 @@ pub enum BenchError {
 
 /// What one run measured; `--json` prints exactly this.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct BenchReport {
     pub target: String,
     pub conns: u32,
     pub window: u32,
@@ -164,7 +164,7 @@ pub fn run_bench(args: BenchOptions) -> ExitCode {
 }
 
 /// Runs the benchmark the arguments describe and returns what it measured.
-pub fn run(args: &BenchOptions) -> Result<Report, BenchError> {
+pub fn run(args: &BenchOptions) -> Result<BenchReport, BenchError> {
     raise_file_limit(args.conns)?;
     let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -212,7 +212,7 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
 }
 
-async fn bench(args: &BenchOptions) -> Result<Report, BenchError> {
+async fn bench(args: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (plan, io_timeout) = (args.plan, args.timeout);
     let addr = resolve(&args.host, args.port).await?;
     let conns = args.conns;
@@ -320,7 +320,7 @@ async fn bench(args: &BenchOptions) -> Result<Report, BenchError> {
     }
     let us = |ns: u64| ns as f64 / 1000.0;
     let per_s = |x: f64| if elapsed_s > 0.0 { x / elapsed_s } else { 0.0 };
-    Ok(Report {
+    Ok(BenchReport {
         target: addr.to_string(),
         conns,
         window: args.window,
@@ -565,7 +565,7 @@ fn spawn_progress(
     (bar, ticker)
 }
 
-fn print_text(r: &Report) {
+fn print_text(r: &BenchReport) {
     println!(
         "msglog bench: {} connection(s) x window {}, {}-byte messages, {}",
         r.conns, r.window, r.size, r.target
