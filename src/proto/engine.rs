@@ -1,13 +1,15 @@
 //! The session engine: one connection's whole protocol, without IO.
 //!
 //! The shell feeds it what happened (`handle_input`, `handle_eof`,
-//! `handle_timeout`, `handle_shutdown`, `append_done`, `transmitted`) and
-//! carries out what it asks for: records to append (through an
-//! [`AppendSink`]), reply bytes to send (`poll_transmit`), when to wake it
-//! (`poll_timeout`), and when and how to close (`poll_close`). Time comes in
-//! as an argument; the engine never reads a clock. Every decision of the
-//! spec about a connection is made here: framing, pipelining, the state
-//! table (through [`step`]), backpressure, timeouts and shutdown.
+//! `handle_timeout`, `handle_shutdown`, `append_done`, `verify_done`,
+//! `transmitted`) and carries out what it asks for: records to append
+//! (through an [`AppendSink`]), a password to verify
+//! (`take_verify_request`), reply bytes to send (`poll_transmit`), when to
+//! wake it (`poll_timeout`), and when and how to close (`poll_close`). Time
+//! comes in as an argument; the engine never reads a clock. Every decision
+//! of the spec about a connection is made here: framing, pipelining, the
+//! state table (through [`step`] and [`verdict`]), backpressure, timeouts
+//! and shutdown.
 //!
 //! The shell is expected to read only while [`Engine::wants_input`] says
 //! so: that is what keeps a connection's memory bounded (spec: #backpressure).
@@ -16,10 +18,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::assembler::FrameAssembler;
-use super::frame::FrameError;
 use bytes::Bytes;
 
+use super::assembler::FrameAssembler;
+use super::frame::FrameError;
 use super::machine::{
     fail, reference_rule_accepts, step, verdict, Effect, Response, State, Violation,
 };
