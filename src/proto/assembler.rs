@@ -179,11 +179,13 @@ mod tests {
         let mut a = FrameAssembler::new(MAX_PAYLOAD_LEN);
         let mut got = Vec::new();
         for piece in stream.chunks(chunk) {
+            let before = got.len();
             let fed = a.feed(piece, |f| {
                 got.push(f.unwrap().to_bytes().unwrap());
                 ControlFlow::Continue(())
             });
             assert_eq!(fed.left, 0);
+            assert_eq!(fed.frames, got.len() - before, "frames are counted");
             assert!(a.buffered() <= a.capacity_limit());
         }
         (got, a.buffered())
