@@ -101,6 +101,8 @@ pub struct Processed {
     pub appended: u64,
     /// Payload bytes of those messages.
     pub appended_bytes: u64,
+    /// PASS frames accepted: logins (for the server's counters).
+    pub logins: u64,
 }
 
 /// One connection's protocol state.
@@ -220,6 +222,7 @@ impl Engine {
         } = self;
         let fed = frames.feed(input, |frame| {
             let taken = std::mem::replace(state, State::Closed);
+            let was_named = matches!(taken, State::Named { .. });
             let (next, response, effect) = match frame {
                 Ok(frame) => step(taken, frame),
                 //= spec/protocol.md#limits
@@ -229,6 +232,9 @@ impl Engine {
                 }
             };
             *state = next;
+            if was_named && matches!(state, State::Authenticated { .. }) {
+                processed.logins += 1;
+            }
             match effect {
                 Some(Effect::Append { name, message }) => {
                     append_pending.get_or_insert(replies.len());
@@ -786,5 +792,26 @@ mod tests {
         assert_eq!(e.ignored(), 4 + 4);
         assert_eq!(e.poll_close(), Some(End::Closed));
         assert!(!e.wants_input());
+    }
+
+    /// A login is counted when its PASS is accepted, also when the same
+    /// batch goes on to close the connection; a refused PASS is no login.
+    #[test]
+    fn logins_count_accepted_pass_frames() {
+        let (mut e, clock, mut log) = engine();
+        let batch = wire(&[
+            Frame::Name(b"u"),
+            Frame::Pass(b"A"),
+            Frame::Msg(b"x"),
+            Frame::Close,
+        ]);
+        let processed = e.handle_input(&batch, clock.at(0), &mut log);
+        assert_eq!(processed.logins, 1);
+        let (mut e, clock, mut log) = engine();
+        let processed = e.handle_input(&wire(&[Frame::Name(b"u")]), clock.at(0), &mut log);
+        assert_eq!(processed.logins, 0);
+        let processed = e.handle_input(&wire(&[Frame::Pass(b"B")]), clock.at(1), &mut log);
+        assert_eq!(processed.logins, 0);
+        assert!(matches!(e.poll_close(), Some(End::Rejected(_))));
     }
 }

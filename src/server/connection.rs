@@ -180,7 +180,7 @@ impl Connection {
         //# The server MUST report each rejection with the name of the rule that was broken.
         match end {
             End::Rejected(v) => {
-                self.ctx.stats.rejected.fetch_add(1, Relaxed);
+                self.ctx.stats.rejected(&v);
                 tracing::info!(peer = %peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
             }
             End::ClientEndedMidFrame { buffered } => {
@@ -442,6 +442,9 @@ impl Connection {
                 let processed =
                     self.engine
                         .handle_input(&scratch[..len], Instant::now(), &mut encoder);
+                if processed.logins > 0 {
+                    self.ctx.stats.logged_in(processed.logins);
+                }
                 // One call hands the whole batch to the log: with no write in
                 // progress it is written before this returns.
                 let append = (processed.appended > 0).then(|| self.ctx.log.stage(records));
