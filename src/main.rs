@@ -196,7 +196,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let notifier = cli::notify::notifier_from_env();
+    // A NOTIFY_SOCKET that cannot be used is reported after the first line
+    // and otherwise ignored: serving matters more.
+    let (notifier, notify_error) = match cli::notify::Notifier::from_env() {
+        Ok(notifier) => (notifier.map(Arc::new), None),
+        Err(e) => (None, Some(e)),
+    };
     runtime.block_on(async move {
         let log_path = config.log_path.clone();
         // Before the server: its bind may cut a torn record off the log, and
@@ -235,6 +240,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             addrs.join(" and "),
             log_path.display()
         );
+        if let Some(e) = notify_error {
+            tracing::error!("{e}");
+        }
         let view = server.view();
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(metrics) = metrics {

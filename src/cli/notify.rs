@@ -137,18 +137,6 @@ impl Notifier {
     }
 }
 
-/// The notifier NOTIFY_SOCKET asks for, if any; a NOTIFY_SOCKET that cannot
-/// be used is reported and otherwise ignored (serving matters more).
-pub fn notifier_from_env() -> Option<Arc<Notifier>> {
-    match Notifier::from_env() {
-        Ok(notifier) => notifier.map(Arc::new),
-        Err(e) => {
-            tracing::error!("{e}");
-            None
-        }
-    }
-}
-
 /// What the STATUS line says while serving: the state, open connections,
 /// and the message rate since the last update.
 pub fn serving_status(view: &ServerView, messages_per_s: u64) -> String {
