@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -28,6 +28,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::diagnostics::{self, Throttle};
 use super::stats::{HistogramSnapshot, Readiness, ServerView};
 
 /// Scrapes served at once; more connections are closed at once. A scraper
@@ -80,6 +81,8 @@ impl MetricsListener {
     pub async fn serve(self, view: ServerView, stop: impl Future<Output = ()>) {
         let endpoint = Arc::new(Endpoint::new(view));
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        // Out of descriptors, accept fails over and over: one line per interval.
+        let mut accept_failed = Throttle::new(diagnostics::INTERVAL);
         tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
@@ -89,7 +92,18 @@ impl MetricsListener {
             let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::warn!(error = %e, "metrics: accept failed");
+                    let now = Instant::now();
+                    if let Some(s) = accept_failed.summary(now) {
+                        tracing::warn!(
+                            failed = s.count,
+                            "metrics: accept failed {} more times in the last {}",
+                            s.count,
+                            s.over_text()
+                        );
+                    }
+                    if accept_failed.event(now) {
+                        tracing::warn!(error = %e, "metrics: accept failed");
+                    }
                     // Out of descriptors or the like: back off, don't spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

@@ -113,16 +113,6 @@ impl Stats {
     pub(crate) fn set_accepting(&self, accepting: bool) {
         self.accepting.store(accepting, Relaxed);
     }
-
-    /// Connections rejected with 0xFF, whatever the rule.
-    pub fn rejected_total(&self) -> u64 {
-        self.rejections.iter().map(|r| r.load(Relaxed)).sum()
-    }
-
-    /// Rejections of one rule.
-    pub fn rejections_of(&self, violation: &Violation) -> u64 {
-        self.rejections[rule_index(violation)].load(Relaxed)
-    }
 }
 
 /// Upper bounds of the latency buckets: from a write to the page cache
