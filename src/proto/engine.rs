@@ -812,6 +812,6 @@ mod tests {
         assert_eq!(processed.logins, 0);
         let processed = e.handle_input(&wire(&[Frame::Pass(b"B")]), clock.at(1), &mut log);
         assert_eq!(processed.logins, 0);
-        assert!(matches!(e.poll_close(), Some(End::Rejected(_))));
+        assert_eq!(e.end(), Some(End::Rejected(Violation::PasswordRejected)));
     }
 }
