@@ -7,6 +7,7 @@ mod cli;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -15,6 +16,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::values::{self, seconds, seconds_or_off, secs_text, whole};
 use cli::FormatArg;
 use msglog::defaults;
+use msglog::server::metrics::MetricsListener;
 use msglog::server::{Config, Limits, Rate, Server};
 
 #[derive(Parser)]
@@ -36,6 +38,10 @@ enum Command {
     Conform(cli::conform::ConformArgs),
     /// Measure a running server: throughput, latency, every reply checked.
     Bench(cli::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions(cli::generate::CompletionsArgs),
+    /// Print the man page (roff) to standard output.
+    Man,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +105,10 @@ struct ServeArgs {
     /// The same, shared by all connections of one name.
     #[arg(long, env = "MSGLOG_RATE_LIMIT_PER_NAME", value_name = "MSGS_PER_SEC[:BURST]", value_parser = Rate::parse)]
     rate_limit_per_name: Option<Rate>,
+    /// Serve Prometheus metrics at /metrics and health checks at /healthz
+    /// and /readyz over HTTP on this address (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long, env = "MSGLOG_METRICS", value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -198,8 +208,26 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A NOTIFY_SOCKET that cannot be used is reported after the first line
+    // and otherwise ignored: serving matters more.
+    let (notifier, notify_error) = match cli::notify::Notifier::from_env() {
+        Ok(notifier) => (notifier.map(Arc::new), None),
+        Err(e) => (None, Some(e)),
+    };
     runtime.block_on(async move {
         let log_path = config.log_path.clone();
+        // Before the server: its bind may cut a torn record off the log, and
+        // nothing may fail after that.
+        let metrics = match args.metrics {
+            Some(addr) => match MetricsListener::bind(addr).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    eprintln!("msglog serve: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -214,7 +242,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        spawn_reopen_on_sighup(server.log_reopener());
+        spawn_reopen_on_sighup(server.log_reopener(), notifier.clone());
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
@@ -224,10 +252,40 @@ fn serve(args: ServeArgs) -> ExitCode {
             addrs.join(" and "),
             log_path.display()
         );
+        if let Some(e) = notify_error {
+            tracing::error!("{e}");
+        }
+        let view = server.view();
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(metrics) = metrics {
+            println!(
+                "msglog metrics on http://{0}/metrics, health on http://{0}/healthz and /readyz",
+                metrics.local_addr()
+            );
+            tokio::spawn(metrics.serve(view.clone(), async {
+                let _ = metrics_stopped.await;
+            }));
+        }
         if let Some(r) = server.recovery() {
             tracing::warn!(offset = r.offset, removed = r.removed, sidecar = %r.sidecar.display(), "{r}");
         }
-        match server.run_until(shutdown).await {
+        if let Some(notifier) = &notifier {
+            notifier.ready(&format!(
+                "serving on {}, log {}",
+                addrs.join(" and "),
+                log_path.display()
+            ));
+            cli::notify::spawn_status_updates(notifier.clone(), view.clone());
+        }
+        let shutdown = async {
+            shutdown.await;
+            if let Some(notifier) = &notifier {
+                notifier.stopping("stopping: finishing frames in progress, then syncing the log");
+            }
+        };
+        let result = server.run_until(shutdown).await;
+        drop(stop_metrics);
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("msglog serve: {e}");
@@ -252,7 +310,10 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
+fn spawn_reopen_on_sighup(
+    log: msglog::server::LogReopener,
+    notifier: Option<Arc<cli::notify::Notifier>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; log reopening is unavailable");
@@ -260,11 +321,23 @@ fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match log.reopen().await {
-                Ok(()) => tracing::info!("SIGHUP: log reopened"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: reopening the log failed; still writing to the old file")
+            if let Some(notifier) = &notifier {
+                notifier.reloading("SIGHUP: reopening the log");
+            }
+            let status = match log.reopen().await {
+                Ok(()) => {
+                    tracing::info!("SIGHUP: log reopened");
+                    "serving; log reopened after SIGHUP".to_owned()
                 }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: reopening the log failed; still writing to the old file");
+                    format!(
+                        "serving; reopening the log failed ({e}); still writing to the old file"
+                    )
+                }
+            };
+            if let Some(notifier) = &notifier {
+                notifier.ready(&status);
             }
         }
     });
@@ -291,5 +364,16 @@ fn main() -> ExitCode {
             msglog::conform::run_conform(args.into())
         }
         Command::Bench(args) => msglog::bench::run_bench(args.into()),
+        Command::Completions(args) => {
+            cli::generate::completions(args.shell, Cli::command(), &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => match cli::generate::man(Cli::command(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("msglog man: cannot write the man page: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -3,11 +3,11 @@
 
 mod common;
 
+use common::blocking::{Client, SmallFs};
 use common::process::{serve_process, ServeProcess};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,38 +18,6 @@ fn serve(log: &Path, extra: &[&str]) -> ServeProcess {
     let mut args = vec!["--log", log.to_str().unwrap()];
     args.extend_from_slice(extra);
     serve_process(log.parent().unwrap(), 0, &args)
-}
-
-fn bytes_of(fs: &[Frame]) -> Vec<u8> {
-    fs.iter().flat_map(|f| f.to_bytes().unwrap()).collect()
-}
-
-/// A blocking ping-pong client; `None` from a call means the connection is gone.
-struct Client(TcpStream);
-
-impl Client {
-    fn login(port: u16, name: &str) -> Option<Client> {
-        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        let mut c = Client(s);
-        c.0.write_all(&bytes_of(&[
-            Frame::Name(name.as_bytes()),
-            Frame::Pass(b"A"),
-        ]))
-        .ok()?;
-        (c.reply()? == 0 && c.reply()? == 0).then_some(c)
-    }
-    fn reply(&mut self) -> Option<u8> {
-        let mut b = [0u8];
-        self.0.read_exact(&mut b).ok()?;
-        Some(b[0])
-    }
-    fn send(&mut self, message: &[u8]) -> Option<u8> {
-        self.0
-            .write_all(&Frame::Msg(message).to_bytes().unwrap())
-            .ok()?;
-        self.reply()
-    }
 }
 
 /// Small deterministic generator for kill delays; the seed is printed so a
@@ -211,33 +179,6 @@ fn sigterm_lets_the_frame_in_progress_finish_and_loses_nothing() {
         std::fs::read_to_string(&log).unwrap(),
         "[busy]: before\r\n[busy]: finished after the signal\r\n"
     );
-}
-
-/// A size-limited tmpfs mounted for one test, unmounted on drop.
-struct SmallFs {
-    mount: PathBuf,
-}
-
-impl SmallFs {
-    fn mount(at: PathBuf, size: &str) -> Result<SmallFs, String> {
-        std::fs::create_dir_all(&at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&at)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(SmallFs { mount: at })
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-    }
 }
 
 //= spec/protocol.md#durability

@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod conform;
+pub mod generate;
+pub mod notify;
 pub mod read;
 pub mod send;
 pub mod values;

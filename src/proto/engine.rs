@@ -140,6 +140,8 @@ pub struct Processed {
     pub appended: u64,
     /// Payload bytes of those messages.
     pub appended_bytes: u64,
+    /// PASS frames accepted: logins (for the server's counters).
+    pub logins: u64,
 }
 
 /// One connection's protocol state.
@@ -278,6 +280,7 @@ impl Engine {
         } = self;
         let fed = frames.feed(input, |frame| {
             let taken = std::mem::replace(state, State::Closed);
+            let was_named = matches!(taken, State::Named { .. });
             let (next, mut response, effect) = match frame {
                 Ok(frame) => step(taken, frame),
                 //= spec/protocol.md#limits
@@ -315,6 +318,10 @@ impl Engine {
                 },
                 Some(Effect::Close) => closing = true,
                 None => {}
+            }
+            // A login: the PASS verified (the reference's rule decides here).
+            if was_named && matches!(state, State::Authenticated { .. }) {
+                processed.logins += 1;
             }
             if closing {
                 *end = Some(match response {
@@ -376,12 +383,15 @@ impl Engine {
             self.end = Some(End::Rejected(v));
         }
         let held = std::mem::take(&mut self.held);
-        let processed = if self.end.is_some() {
+        let mut processed = if self.end.is_some() {
             self.ignored += held.len() as u64;
             Processed::default()
         } else {
             self.process(&held, now, sink)
         };
+        if verified {
+            processed.logins += 1;
+        }
         self.replies_waiting(now);
         self.shut_down_if_done();
         processed
@@ -1012,5 +1022,36 @@ mod tests {
         e.verify_done(true, clock.at(200), &mut log);
         assert_eq!(send_all(&mut e, clock.at(200)), [ACK, ACK]);
         assert_eq!(e.poll_close(), Some(End::Shutdown));
+    }
+
+    /// A login is counted when its PASS is accepted, also when the same
+    /// batch goes on to close the connection; a refused PASS is no login.
+    #[test]
+    fn logins_count_accepted_pass_frames() {
+        let (mut e, clock, mut log) = engine();
+        let batch = wire(&[
+            Frame::Name(b"u"),
+            Frame::Pass(b"A"),
+            Frame::Msg(b"x"),
+            Frame::Close,
+        ]);
+        let processed = e.handle_input(&batch, clock.at(0), &mut log);
+        assert_eq!(processed.logins, 1);
+        let (mut e, clock, mut log) = engine();
+        let processed = e.handle_input(&wire(&[Frame::Name(b"u")]), clock.at(0), &mut log);
+        assert_eq!(processed.logins, 0);
+        send_all(&mut e, clock.at(0));
+        let processed = e.handle_input(&wire(&[Frame::Pass(b"B")]), clock.at(1), &mut log);
+        assert_eq!(processed.logins, 0);
+        assert_eq!(e.end(), Some(End::Rejected(Violation::PasswordRejected)));
+        // With a verifier, the login counts when the verdict comes.
+        let (mut e, clock, mut log) = engine_checking(PasswordCheck::Asked);
+        let processed = e.handle_input(
+            &wire(&[Frame::Name(b"u"), Frame::Pass(b"pw")]),
+            clock.at(0),
+            &mut log,
+        );
+        assert_eq!(processed.logins, 0);
+        assert_eq!(e.verify_done(true, clock.at(1), &mut log).logins, 1);
     }
 }

@@ -41,6 +41,10 @@ impl FrameBudget {
         self.used.load(Relaxed)
     }
 
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub(crate) fn spent(&self) -> bool {
         self.used() >= self.limit
     }

@@ -211,7 +211,7 @@ impl Connection {
         //# The server MUST report each rejection with the name of the rule that was broken.
         match end {
             End::Rejected(v) => {
-                self.ctx.stats.rejected.fetch_add(1, Relaxed);
+                self.ctx.stats.rejected(&v);
                 tracing::info!(peer = %peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
             }
             End::ClientEndedMidFrame { buffered } => {
@@ -553,6 +553,9 @@ impl Connection {
                 json: None,
             };
             let processed = call(&mut self.engine, &mut encoder);
+            if processed.logins > 0 {
+                self.ctx.stats.logged_in(processed.logins);
+            }
             if let Some(rate) = self.rate.as_mut() {
                 rate.spend(
                     self.engine.state().name(),

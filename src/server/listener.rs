@@ -125,6 +125,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             //= spec/protocol.md#limits
             //# A server at its connection limit MUST reply 0xFF to a new
             //# connection and close it, without affecting existing connections.
+            shared.context.stats.refused();
             report_refused(refused.summary(now), shared.context.limits.max_connections);
             if refused.event(now) {
                 tracing::warn!(peer = %peer, limit = shared.context.limits.max_connections, "connection limit reached; refusing");

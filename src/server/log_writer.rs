@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -34,6 +35,7 @@ use crate::proto::LogFormat;
 
 use super::log_file::open_log;
 pub use super::log_file::{OpenError, Recovery};
+use super::stats::LogStats;
 
 /// A leader writes at most this many groups in a row before handing over, so
 /// that its own connection is not kept waiting by everyone else's records.
@@ -78,6 +80,8 @@ struct Core {
     /// Live `LogWriter`s (a `LogReopener` does not count).
     handles: AtomicUsize,
     options: LogOptions,
+    /// Failing state, errors, reopens and write times, for metrics.
+    stats: Arc<LogStats>,
 }
 
 struct Inner {
@@ -187,6 +191,7 @@ impl LogWriter {
             }),
             handles: AtomicUsize::new(1),
             options,
+            stats: Arc::default(),
         });
         let keeper = core.clone();
         let thread = std::thread::Builder::new()
@@ -241,6 +246,11 @@ impl LogWriter {
     pub async fn append(&self, records: &[u8]) -> Result<(), AppendError> {
         let staged = self.stage(records);
         self.outcome(staged).await
+    }
+
+    /// The log's counters: whether appends fail, errors, reopens, write times.
+    pub fn stats(&self) -> Arc<LogStats> {
+        self.core.stats.clone()
     }
 
     /// A handle that can reopen the log but does not keep the writer alive.
@@ -350,11 +360,11 @@ impl Core {
         inner.staged_waiters = old;
         drop(inner);
 
-        let result = self
-            .file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .commit(&records, &self.options);
+        let result = self.file.lock().unwrap_or_else(|p| p.into_inner()).commit(
+            &records,
+            &self.options,
+            &self.stats,
+        );
 
         records.clear();
         if records.capacity() > KEEP_BUFFER {
@@ -468,6 +478,7 @@ fn keep(core: Arc<Core>) {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .reopen(&core.options);
+            core.stats.reopened(result.is_ok());
             for done in reopens {
                 let _ = done.send(result.clone());
             }
@@ -516,14 +527,25 @@ impl LogFile for File {
 impl FileState {
     /// Writes one group of whole records; with `fsync`, syncs before
     /// returning. On failure, cuts the file back to where the group began.
-    fn commit(&mut self, records: &[u8], options: &LogOptions) -> Result<(), AppendError> {
+    fn commit(
+        &mut self,
+        records: &[u8],
+        options: &LogOptions,
+        stats: &LogStats,
+    ) -> Result<(), AppendError> {
         let (fsync, path) = (options.fsync, &options.path);
-        let result = self.write_group(records).and_then(|()| {
+        let started = Instant::now();
+        let written = self.write_group(records);
+        let written_at = Instant::now();
+        stats.append_latency.observe(written_at - started);
+        let result = written.and_then(|()| {
             if fsync {
                 //= spec/protocol.md#durability
                 //# With fsync enabled, the server MUST flush the record to stable
                 //# storage before acknowledging it.
-                self.file.sync_data()
+                let synced = self.file.sync_data();
+                stats.sync_latency.observe(written_at.elapsed());
+                synced
             } else {
                 Ok(())
             }
@@ -533,13 +555,16 @@ impl FileState {
                 self.len += records.len() as u64;
                 if self.failing {
                     self.failing = false;
+                    stats.set_failing(false);
                     tracing::warn!(path = %path.display(), "appending to the log works again");
                 }
                 Ok(())
             }
             Err(e) => {
+                stats.write_failed();
                 if !self.failing {
                     self.failing = true;
+                    stats.set_failing(true);
                     tracing::error!(path = %path.display(), error = %e,
                         "appending to the log failed; affected messages are rejected with 0xFF until it works again");
                 }

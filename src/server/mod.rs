@@ -7,6 +7,8 @@ pub mod diagnostics;
 pub mod listener;
 pub mod log_file;
 pub mod log_writer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod rate;
 mod stats;
 
@@ -28,7 +30,9 @@ pub use listener::ServeError;
 pub use log_file::{open_log, OpenError, Recovery};
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, Staged};
 pub use rate::Rate;
-pub use stats::Stats;
+pub use stats::{
+    HistogramSnapshot, LatencyHistogram, LogStats, Readiness, ServerView, Snapshot, Stats,
+};
 
 /// Refused connections (over the limit) that may linger at once.
 const MAX_LINGERING_REFUSALS: usize = 256;
@@ -129,6 +133,7 @@ pub struct Server {
     recovery: Option<Recovery>,
     config: Config,
     stats: Arc<Stats>,
+    budget: Arc<budget::FrameBudget>,
 }
 
 impl Server {
@@ -147,14 +152,17 @@ impl Server {
             format: config.log_format,
             fsync: config.fsync,
         })?;
+        let stats = Arc::new(Stats::default());
+        stats.set_accepting(true);
         Ok(Server {
             listeners,
             local_addrs,
             log,
             log_thread,
             recovery,
+            budget: Arc::new(budget::FrameBudget::new(config.limits.frame_budget)),
             config,
-            stats: Arc::new(Stats::default()),
+            stats,
         })
     }
 
@@ -172,6 +180,17 @@ impl Server {
         self.stats.clone()
     }
 
+    /// A read-only view of the server's counters and state, for metrics and
+    /// health checks; it stays valid after the server stopped.
+    pub fn view(&self) -> ServerView {
+        ServerView {
+            stats: self.stats.clone(),
+            log: self.log.stats(),
+            budget: self.budget.clone(),
+            fsync: self.config.fsync,
+        }
+    }
+
     /// A handle that reopens the log (for SIGHUP) without keeping it open.
     pub fn log_reopener(&self) -> LogReopener {
         self.log.reopener()
@@ -181,15 +200,16 @@ impl Server {
     /// connection finish the frame in progress (within the shutdown timeout),
     /// and returns once every accepted record is written and synced.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let view = self.view();
         let Server {
             listeners,
             log,
             log_thread,
             config,
             stats,
+            budget,
             ..
         } = self;
-        let budget = Arc::new(budget::FrameBudget::new(config.limits.frame_budget));
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         // Dropped by the acceptors and the connections; the last one gone
         // drops the log writer, whose thread then syncs and ends.
@@ -218,12 +238,7 @@ impl Server {
         // connection has ended (mini-redis's shutdown pattern).
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         if let Some(every) = config.stats_interval {
-            tokio::spawn(stats::report_every(
-                stats.clone(),
-                budget.clone(),
-                every,
-                stop_rx.clone(),
-            ));
+            tokio::spawn(stats::report_every(view, every, stop_rx.clone()));
         }
         let mut acceptors = JoinSet::new();
         for listener in listeners {
@@ -244,6 +259,7 @@ impl Server {
         //# On SIGINT or SIGTERM the server MUST stop accepting connections and let
         //# each connection finish the frame in progress within the shutdown timeout.
         tracing::info!("shutting down: no new connections; finishing frames in progress");
+        stats.set_accepting(false);
         let _ = stop_tx.send(true);
         while acceptors.join_next().await.is_some() {}
         // Connections end within the shutdown timeout plus the close linger.
