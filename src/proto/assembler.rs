@@ -264,15 +264,27 @@ mod tests {
     fn memory_follows_what_a_trickling_client_sent() {
         let frame = Frame::Msg(&[b'x'; 60_000]).to_bytes().unwrap();
         let mut a = FrameAssembler::new(MAX_PAYLOAD_LEN);
-        for (i, piece) in frame.chunks(100).enumerate() {
+        let mut growths = 0;
+        let mut allocated = 0;
+        // A first piece of 1000 bytes, then pieces of 77: no piece ends
+        // exactly at a capacity, so the growth rule is exercised, not
+        // side-stepped.
+        let (first, rest) = frame.split_at(1000);
+        for (i, piece) in std::iter::once(first).chain(rest.chunks(77)).enumerate() {
             a.feed(piece, |_| ControlFlow::Continue(()));
             let held = a.buffered();
             if held > 0 {
                 assert!(a.allocated() <= frame.len(), "piece {i}");
                 assert!(a.allocated() <= 2 * held.max(64), "piece {i}: {held} held");
+                if a.allocated() != allocated {
+                    growths += 1;
+                    allocated = a.allocated();
+                }
             }
         }
         assert!(a.is_at_boundary());
+        // Doubling: a handful of reallocations, not one per piece.
+        assert!(growths <= 14, "{growths} reallocations for one frame");
     }
 
     //= spec/protocol.md#limits
