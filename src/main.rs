@@ -90,6 +90,8 @@ struct ServeArgs {
     /// stop reading until memory frees or their frame timeout closes them.
     #[arg(long, env = "MSGLOG_FRAME_BUFFER_BUDGET", value_name = "MIB", default_value_t = defaults::FRAME_BUDGET_MIB, value_parser = whole::<u64>(1, 65_536))]
     frame_buffer_budget: u64,
+    #[command(flatten)]
+    nats: cli::nats::NatsServeArgs,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -132,6 +134,7 @@ impl ServeArgs {
             fsync: self.fsync,
             stats_interval: self.stats_interval,
             verifier: None,
+            nats: self.nats.options(),
             limits: Limits {
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,
@@ -152,7 +155,10 @@ impl ServeArgs {
 // Rust's stdout is line-buffered whether or not it is a terminal.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The NATS client's own info lines (every connect) would come before
+    // the server's first line; msglog reports what matters of them itself.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
@@ -188,7 +194,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let log_path = config.log_path.clone();
+        let sink_text = match &config.nats {
+            Some(nats) => cli::nats::describe(nats),
+            None => format!("log {}", config.log_path.display()),
+        };
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -203,16 +212,17 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        spawn_reopen_on_sighup(server.log_reopener());
+        if let Some(reopener) = server.log_reopener() {
+            spawn_reopen_on_sighup(reopener);
+        }
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
         //# and the log file.
-        println!(
-            "msglog listening on {}, log {}",
-            addrs.join(" and "),
-            log_path.display()
-        );
+        println!("msglog listening on {}, {sink_text}", addrs.join(" and "));
+        if let Some(nats) = server.nats_sink() {
+            tracing::info!(server_id = nats.server_id(), created_stream = nats.created_stream(), "storing messages in NATS JetStream");
+        }
         if let Some(r) = server.recovery() {
             tracing::warn!(offset = r.offset, removed = r.removed, sidecar = %r.sidecar.display(), "{r}");
         }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod conform;
+pub mod nats;
 pub mod read;
 pub mod send;
 pub mod values;
