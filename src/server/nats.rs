@@ -655,6 +655,10 @@ impl NatsSink {
             }
             self.health.failed(&error, self.timeout);
             let now = Instant::now();
+            //= spec/protocol.md#durability
+            //# With the NATS sink, the server MUST answer 0xFF to a MSG whose message the
+            //# stream has not acknowledged within the sink timeout, and close the connection.
+            // The error fails the batch: the engine answers 0xFF and closes.
             if now + backoff >= outgoing.deadline {
                 return Err(NatsAppendError::TimedOut {
                     timeout: self.timeout,
