@@ -61,7 +61,12 @@ fn nats_server() -> Option<PathBuf> {
             !required,
             "{message} (CI or MSGLOG_REQUIRE_NATS is set: the NATS tests must run)"
         );
-        eprintln!("\n!!!!!!!! SKIPPED: {message} !!!!!!!!\n");
+        // Straight to stderr: the test harness hides what a passing test
+        // prints with eprintln!, and this must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!!!!!!! NATS TEST SKIPPED: {message} !!!!!!!!\n"
+        );
     }
     found
 }
@@ -756,4 +761,79 @@ fn a_missing_stream_is_a_start_up_error_unless_it_may_be_created() {
         read_stream(&cluster, "made"),
         [(b"n".to_vec(), "0:0".into())]
     );
+
+    // A message msglog did not store is a bad record, as in a file log.
+    cluster.admin(async |js| {
+        js.publish("msglog.foreign", "raw".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let read = |extra: &[&str]| {
+        Command::new(BIN)
+            .arg("read")
+            .arg(cluster.url())
+            .args(["--nats-stream", "made"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let strict = read(&[]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&strict.stdout).lines().count(), 1);
+    let why = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        why.contains("message 2") && why.contains("Msglog-Name"),
+        "{why}"
+    );
+    let lenient = read(&["--lenient", "--check"]);
+    assert_eq!(lenient.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&lenient.stdout), "1 records\n");
+    assert!(String::from_utf8_lossy(&lenient.stderr)
+        .contains("1 valid record read, 1 bad record skipped"));
+
+    // --follow prints what is stored after it started, until Ctrl-C.
+    let mut follower = Command::new(BIN)
+        .arg("read")
+        .arg(cluster.url())
+        .args(["--nats-stream", "made", "--follow", "--lenient"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let first = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(first.contains("\"message\":\"0:0\""), "{first}");
+    s.write_all(&Frame::Msg(b"0:1").to_bytes().unwrap())
+        .unwrap();
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [0]);
+    let next = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(next.contains("\"message\":\"0:1\""), "{next}");
+    common::process::signal(&follower, "INT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = follower.kill();
+            let _ = follower.wait();
+            panic!("msglog read --follow did not end within 10 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The foreign message was skipped and counted.
+    assert_eq!(status.code(), Some(1));
 }
