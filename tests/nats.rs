@@ -558,6 +558,7 @@ fn killing_the_stream_leader_loses_and_duplicates_nothing() {
     let killed_at = Instant::now();
     cluster.kill(leader);
     let new_leader = cluster.stream_leader("failover");
+    let elected_after = killed_at.elapsed();
     assert_ne!(new_leader, leader);
     // Let the clients go on for a while under the new leader.
     std::thread::sleep(Duration::from_secs(3));
@@ -573,12 +574,16 @@ fn killing_the_stream_leader_loses_and_duplicates_nothing() {
     }
     let stored = read_stream(&cluster, "failover");
     check_stream(&stored, &names, &sent);
+    let sink_lines: Vec<String> = server
+        .lines
+        .try_iter()
+        .filter(|l| l.contains("msglog::server::nats"))
+        .collect();
     eprintln!(
-        "failover: {} acked, {} stored, leader n{leader} -> n{new_leader}",
+        "failover: {} acked, {} stored, leader n{leader} -> n{new_leader} in {elected_after:?}; the sink said: {sink_lines:#?}",
         total_acked(&sent),
         stored.len()
     );
-    drop(server);
 }
 
 /// kill -9 a front-end while its clients send: every message it acked is

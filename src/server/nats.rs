@@ -626,6 +626,8 @@ impl NatsSink {
             _permit,
         } = in_flight;
         let mut backoff = FIRST_BACKOFF;
+        // Held from this message's first failure until it is settled.
+        let mut troubled: Option<Troubled<'_>> = None;
         loop {
             let result = match ack {
                 Ok(future) => {
@@ -640,11 +642,15 @@ impl NatsSink {
             };
             let error = match result {
                 Ok(_) => {
+                    drop(troubled);
                     self.health.stored();
                     return Ok(());
                 }
                 Err(e) => e,
             };
+            if troubled.is_none() {
+                troubled = Some(self.health.troubled());
+            }
             // The cluster answered with a JetStream error: it will not store
             // this message however often it is sent.
             if error.kind() == PublishErrorKind::Other
@@ -691,10 +697,23 @@ struct Health {
     /// Set while publishes fail: checked on every stored message, so that
     /// the healthy path takes no lock.
     failing: AtomicBool,
+    /// Messages that failed at least once and are not settled yet: the
+    /// episode ends only once none is left, so that the stragglers of an
+    /// outage do not report it over and over.
+    troubled: AtomicU64,
     episode: Mutex<Option<Episode>>,
     /// The first connection is made before the server says it listens, and
     /// goes unreported; later ones are reconnections.
     connected_before: AtomicBool,
+}
+
+/// A message that failed at least once, until it is settled (or dropped).
+struct Troubled<'a>(&'a Health);
+
+impl Drop for Troubled<'_> {
+    fn drop(&mut self) {
+        self.0.troubled.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Episode {
@@ -721,8 +740,13 @@ impl Health {
         }
     }
 
+    fn troubled(&self) -> Troubled<'_> {
+        self.troubled.fetch_add(1, Ordering::Relaxed);
+        Troubled(self)
+    }
+
     fn stored(&self) {
-        if !self.failing.load(Ordering::Relaxed) {
+        if !self.failing.load(Ordering::Relaxed) || self.troubled.load(Ordering::Relaxed) > 0 {
             return;
         }
         let mut episode = self.episode.lock().unwrap_or_else(|p| p.into_inner());
