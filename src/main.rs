@@ -212,9 +212,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Some(reopener) = server.log_reopener() {
-            spawn_reopen_on_sighup(reopener);
-        }
+        // With NATS there is no file to reopen; SIGHUP is still handled, so
+        // that a logrotate meant for another setup does not end the server.
+        spawn_reopen_on_sighup(server.log_reopener());
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
@@ -251,7 +251,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
+fn spawn_reopen_on_sighup(log: Option<msglog::server::LogReopener>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; log reopening is unavailable");
@@ -259,6 +259,10 @@ fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            let Some(log) = &log else {
+                tracing::info!("SIGHUP: messages go to NATS; there is no log file to reopen");
+                continue;
+            };
             match log.reopen().await {
                 Ok(()) => tracing::info!("SIGHUP: log reopened"),
                 Err(e) => {

@@ -756,6 +756,10 @@ fn a_missing_stream_is_a_start_up_error_unless_it_may_be_created() {
         "made",
         &["--nats-create-stream", "--nats-replicas", "1"],
     );
+    // SIGHUP has no file to reopen; the server says so and goes on.
+    common::process::signal(&server.child, "HUP");
+    wait_for_line(&server, "no log file to reopen", Duration::from_secs(10))
+        .expect("SIGHUP is answered");
     let mut s = login(server.port, b"n").expect("login");
     s.write_all(&Frame::Msg(b"0:0").to_bytes().unwrap())
         .unwrap();
@@ -841,4 +845,48 @@ fn a_missing_stream_is_a_start_up_error_unless_it_may_be_created() {
     };
     // The foreign message was skipped and counted.
     assert_eq!(status.code(), Some(1));
+}
+
+/// Options that cannot work are refused at start with what to do; no
+/// nats-server is needed for these.
+#[test]
+fn bad_nats_options_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = free_ports(1)[0];
+    let serve = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1", "0"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    for (args, code, says) in [
+        (
+            &["--sink", "nats://127.0.0.1:1", "--fsync"][..],
+            2,
+            "cannot be used with",
+        ),
+        (&["--sink", "127.0.0.1:4222"], 2, "nats://HOST:PORT"),
+        (
+            &["--sink", "nats://127.0.0.1:1", "--sink-timeout", "61"],
+            2,
+            "0.1 to 60",
+        ),
+        (
+            &["--sink", "nats://127.0.0.1:1", "--nats-replicas", "7"],
+            2,
+            "1 to 5",
+        ),
+        (
+            &["--sink", &format!("nats://127.0.0.1:{closed}")],
+            1,
+            "cannot connect to NATS",
+        ),
+    ] {
+        let output = serve(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

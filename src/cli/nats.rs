@@ -29,7 +29,7 @@ pub struct NatsServeArgs {
     /// Store messages in a NATS JetStream stream instead of the log file:
     /// nats://HOST:PORT[,HOST:PORT...]. A MSG is acknowledged once the
     /// stream acknowledged its message.
-    #[arg(long, env = "MSGLOG_SINK", value_name = "URL", value_parser = nats_servers)]
+    #[arg(long, env = "MSGLOG_SINK", value_name = "URL", value_parser = nats_servers, conflicts_with_all = ["log", "log_format", "fsync"])]
     sink: Option<NatsServers>,
     /// The JetStream stream to store messages in.
     #[arg(long, env = "MSGLOG_NATS_STREAM", value_name = "NAME", default_value = defaults::NATS_STREAM)]
