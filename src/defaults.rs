@@ -56,3 +56,19 @@ pub const CONFORM_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time `msglog conform server` waits for each reply or close.
 pub const CONFORM_SERVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// JetStream stream `msglog serve --sink nats://...` stores messages in,
+/// and `msglog read nats://...` reads.
+pub const NATS_STREAM: &str = "msglog";
+
+/// Subject prefix of the NATS sink: a message goes to `PREFIX.<name>`.
+pub const NATS_SUBJECT: &str = "msglog";
+
+/// Replicas of a stream `msglog serve --nats-create-stream` creates.
+pub const NATS_REPLICAS: usize = 3;
+
+/// Time a sink has to store a message before its MSG gets 0xFF.
+pub const SINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Publishes to NATS awaiting their acknowledgement, across all connections.
+pub const NATS_MAX_IN_FLIGHT: usize = 4096;

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: accept clients and append their messages to the log.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read a log back (either format, a file or `-`), check every record, print them as JSON lines.
     Read(cli::read::ReadArgs),
     /// Send messages to a server: each MESSAGE, or else each line of standard input.
@@ -109,6 +109,8 @@ struct ServeArgs {
     /// and /readyz over HTTP on this address (e.g. 127.0.0.1:9464). Off by default.
     #[arg(long, env = "MSGLOG_METRICS", value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
+    #[command(flatten)]
+    nats: cli::nats::NatsServeArgs,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -151,6 +153,7 @@ impl ServeArgs {
             fsync: self.fsync,
             stats_interval: self.stats_interval,
             verifier: None,
+            nats: self.nats.options(),
             limits: Limits {
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,
@@ -173,7 +176,10 @@ impl ServeArgs {
 // Rust's stdout is line-buffered whether or not it is a terminal.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The NATS client's own info lines (every connect) would come before
+    // the server's first line; msglog reports what matters of them itself.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)
@@ -215,7 +221,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => (None, Some(e)),
     };
     runtime.block_on(async move {
-        let log_path = config.log_path.clone();
+        let sink_text = match &config.nats {
+            Some(nats) => cli::nats::describe(nats),
+            None => format!("log {}", config.log_path.display()),
+        };
         // Before the server: its bind may cut a torn record off the log, and
         // nothing may fail after that.
         let metrics = match args.metrics {
@@ -242,16 +251,17 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // With NATS there is no file to reopen; SIGHUP is still handled, so
+        // that a logrotate meant for another setup does not end the server.
         spawn_reopen_on_sighup(server.log_reopener(), notifier.clone());
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
         //# and the log file.
-        println!(
-            "msglog listening on {}, log {}",
-            addrs.join(" and "),
-            log_path.display()
-        );
+        println!("msglog listening on {}, {sink_text}", addrs.join(" and "));
+        if let Some(nats) = server.nats_sink() {
+            tracing::info!(server_id = nats.server_id(), created_stream = nats.created_stream(), "storing messages in NATS JetStream");
+        }
         if let Some(e) = notify_error {
             tracing::error!("{e}");
         }
@@ -270,11 +280,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             tracing::warn!(offset = r.offset, removed = r.removed, sidecar = %r.sidecar.display(), "{r}");
         }
         if let Some(notifier) = &notifier {
-            notifier.ready(&format!(
-                "serving on {}, log {}",
-                addrs.join(" and "),
-                log_path.display()
-            ));
+            notifier.ready(&format!("serving on {}, {sink_text}", addrs.join(" and ")));
             cli::notify::spawn_status_updates(notifier.clone(), view.clone());
         }
         let shutdown = async {
@@ -311,7 +317,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn spawn_reopen_on_sighup(
-    log: msglog::server::LogReopener,
+    log: Option<msglog::server::LogReopener>,
     notifier: Option<Arc<cli::notify::Notifier>>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -321,6 +327,10 @@ fn spawn_reopen_on_sighup(
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            let Some(log) = &log else {
+                tracing::info!("SIGHUP: messages go to NATS; there is no log file to reopen");
+                continue;
+            };
             if let Some(notifier) = &notifier {
                 notifier.reloading("SIGHUP: reopening the log");
             }
@@ -352,7 +362,7 @@ fn main() -> ExitCode {
                 .subcommand_matches("serve")
                 .and_then(|m| m.value_source("port"))
                 == Some(ValueSource::CommandLine);
-            serve(args)
+            serve(*args)
         }
         Command::Read(args) => cli::read::run(args),
         Command::Send(args) => msglog::client::cli::run_send(args.into()),

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod conform;
 pub mod generate;
+pub mod nats;
 pub mod notify;
 pub mod read;
 pub mod send;

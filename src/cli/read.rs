@@ -26,7 +26,7 @@ const EXIT_OK: u8 = 0;
 /// there; with it, bad records were skipped).
 const EXIT_BAD_RECORD: u8 = 1;
 /// Exit status: the log could not be read, or the output not written.
-const EXIT_CANNOT_READ: u8 = 3;
+pub(crate) const EXIT_CANNOT_READ: u8 = 3;
 
 const READ_HELP: &str = "\
 Each record is printed as one JSON object per line: `name` and `message`
@@ -49,9 +49,13 @@ Exit status:
 #[derive(Debug, clap::Args)]
 #[command(after_help = READ_HELP)]
 pub struct ReadArgs {
-    /// The log file; `-` reads standard input.
+    /// The log file; `-` reads standard input; nats://HOST:PORT[,HOST:PORT...]
+    /// reads the JetStream stream --nats-stream.
     #[arg(value_name = "LOG")]
     path: PathBuf,
+    /// With a nats:// LOG: the JetStream stream to read.
+    #[arg(long, value_name = "NAME", default_value = msglog::defaults::NATS_STREAM)]
+    nats_stream: String,
     /// Format of the log; by default guessed from its first byte (`[` text, `{` JSON lines).
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
@@ -441,6 +445,19 @@ impl<W: Write> Reader<W> {
 
 /// Runs `msglog read`.
 pub fn run(args: ReadArgs) -> ExitCode {
+    if let Some(url) = args.path.to_str().filter(|p| p.starts_with("nats://")) {
+        if args.format.is_some() {
+            eprintln!("msglog read: --format does not apply to a NATS stream, whose messages are read as msglog stored them; drop --format");
+            return ExitCode::from(2);
+        }
+        return super::nats::read(super::nats::ReadStream {
+            url,
+            stream: &args.nats_stream,
+            check: args.check,
+            follow: args.follow,
+            lenient: args.lenient,
+        });
+    }
     let stdin = args.path == Path::new("-");
     if stdin && args.follow {
         eprintln!("msglog read: --follow needs a file: standard input is read until it ends anyway; drop --follow, or give the log's path");

@@ -57,6 +57,9 @@ pub const SHUTDOWN_TIMEOUT: SecondsRange = range(Duration::ZERO, Duration::from_
 pub const PERIOD: SecondsRange = range(Duration::from_millis(100), Duration::from_secs(86_400));
 /// A pause before measuring: none up to a day.
 pub const PAUSE: SecondsRange = range(Duration::ZERO, Duration::from_secs(86_400));
+/// How long a sink may take to store a message: below the duplicate window
+/// of a stream msglog creates (two minutes), so a retry is never stored twice.
+pub const SINK_TIMEOUT: SecondsRange = range(Duration::from_millis(100), Duration::from_secs(60));
 
 /// Parses a number of seconds within `range`.
 pub fn parse_seconds(text: &str, range: SecondsRange) -> Result<Duration, ValueError> {

@@ -40,8 +40,8 @@ use crate::proto::record::encode_record;
 use crate::proto::{encode_json_record, JsonContext, LogFormat};
 
 use super::budget::{charge_for, read_limit, FrameBudget};
-use super::log_writer::{LogWriter, Staged};
 use super::rate::{ConnectionRate, NameBuckets, Rate};
+use super::sink::{Encoding, Sink, Staged};
 use super::{Limits, Stats};
 
 /// Size of each thread's read buffer: one read takes this many bytes of
@@ -74,7 +74,7 @@ pub type Verdict = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// What every connection of a server shares.
 pub(crate) struct ServerContext {
-    pub log: LogWriter,
+    pub sink: Sink,
     /// Asked for every PASS; without one the engine applies the
     /// reference's rule itself.
     pub verifier: Option<Arc<dyn PasswordVerifier>>,
@@ -132,10 +132,10 @@ enum Outcome {
     Io(std::io::Error),
 }
 
-/// Encodes each appended message in the log's format into the batch.
+/// Encodes each appended message as the sink takes it into the batch.
 struct RecordEncoder<'a> {
     records: &'a mut Vec<u8>,
-    format: LogFormat,
+    encoding: Encoding,
     peer: &'a str,
     /// Made at most once per batch: the clock is read here, not in the core.
     json: Option<JsonContext>,
@@ -143,9 +143,9 @@ struct RecordEncoder<'a> {
 
 impl AppendSink for RecordEncoder<'_> {
     fn append(&mut self, name: &[u8], message: &[u8]) {
-        match self.format {
-            LogFormat::Text => encode_record(self.records, name, message),
-            LogFormat::Jsonl => {
+        match self.encoding {
+            Encoding::Log(LogFormat::Text) => encode_record(self.records, name, message),
+            Encoding::Log(LogFormat::Jsonl) => {
                 let peer = self.peer;
                 let context = self.json.get_or_insert_with(|| JsonContext {
                     timestamp: JsonContext::timestamp_of(SystemTime::now()),
@@ -153,6 +153,8 @@ impl AppendSink for RecordEncoder<'_> {
                 });
                 encode_json_record(self.records, context, name, message);
             }
+            #[cfg(feature = "nats")]
+            Encoding::Messages => super::nats::encode_message(self.records, name, message),
         }
     }
 }
@@ -398,7 +400,7 @@ impl Connection {
                 append: Some(staged),
                 processed,
             } => {
-                let result = self.ctx.log.outcome(staged).await;
+                let result = self.ctx.sink.outcome(staged).await;
                 match &result {
                     Ok(()) => self
                         .ctx
@@ -548,7 +550,7 @@ impl Connection {
             records.clear();
             let mut encoder = RecordEncoder {
                 records,
-                format: self.ctx.log_format,
+                encoding: self.ctx.sink.encoding(),
                 peer: &self.peer_text,
                 json: None,
             };
@@ -563,7 +565,8 @@ impl Connection {
                     Instant::now(),
                 );
             }
-            let append = (processed.appended > 0).then(|| self.ctx.log.stage(records));
+            let append = (processed.appended > 0)
+                .then(|| self.ctx.sink.stage(records, processed.appended, self.peer));
             Input::Batch { append, processed }
         })
     }
@@ -609,7 +612,7 @@ fn poll_discard(stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<std::io::R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::log_writer::LogOptions;
+    use crate::server::log_writer::{LogOptions, LogWriter};
 
     /// Every connection keeps its task for its whole life, idle or not: the
     /// task must stay small (no buffers inside it).
@@ -630,7 +633,10 @@ mod tests {
         let (_stop, stopped) = watch::channel(false);
         let limits = Limits::default();
         let ctx = ServerContext {
-            log,
+            sink: Sink::File {
+                log,
+                format: LogFormat::Text,
+            },
             verifier: None,
             settings: Arc::new(limits.session_settings()),
             limits,

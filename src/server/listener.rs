@@ -26,6 +26,9 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Log(#[from] OpenError),
+    #[cfg(feature = "nats")]
+    #[error(transparent)]
+    Nats(#[from] super::nats::NatsStartError),
     #[error("{0}")]
     Io(io::Error),
 }

@@ -9,7 +9,10 @@ pub mod log_file;
 pub mod log_writer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod rate;
+mod sink;
 mod stats;
 
 use std::future::Future;
@@ -29,7 +32,10 @@ pub use connection::{PasswordVerifier, Verdict};
 pub use listener::ServeError;
 pub use log_file::{open_log, OpenError, Recovery};
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, Staged};
+#[cfg(feature = "nats")]
+pub use nats::{NatsOptions, NatsSink};
 pub use rate::Rate;
+pub use sink::SinkError;
 pub use stats::{
     HistogramSnapshot, LatencyHistogram, LogStats, Readiness, ServerView, Snapshot, Stats,
 };
@@ -106,6 +112,10 @@ pub struct Config {
     /// Checks every password; `None` applies the reference's rule (any
     /// password whose first byte is odd).
     pub verifier: Option<Arc<dyn PasswordVerifier>>,
+    /// Store messages in this NATS JetStream stream instead of the log file
+    /// (`log_path`, `log_format` and `fsync` then do not apply).
+    #[cfg(feature = "nats")]
+    pub nats: Option<NatsOptions>,
 }
 
 impl Default for Config {
@@ -120,6 +130,8 @@ impl Default for Config {
             limits: Limits::default(),
             stats_interval: None,
             verifier: None,
+            #[cfg(feature = "nats")]
+            nats: None,
         }
     }
 }
@@ -128,8 +140,11 @@ impl Default for Config {
 pub struct Server {
     listeners: Vec<tokio::net::TcpListener>,
     local_addrs: Vec<SocketAddr>,
-    log: LogWriter,
-    log_thread: std::thread::JoinHandle<()>,
+    sink: sink::Sink,
+    /// The log writer's thread, with the file sink.
+    log_thread: Option<std::thread::JoinHandle<()>>,
+    /// The counters of the sink: whether appends fail, and how long they take.
+    sink_stats: Arc<LogStats>,
     recovery: Option<Recovery>,
     config: Config,
     stats: Arc<Stats>,
@@ -147,20 +162,40 @@ impl Server {
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()
             .map_err(ServeError::Io)?;
+        let stats = Arc::new(Stats::default());
+        stats.set_accepting(true);
+        let budget = Arc::new(budget::FrameBudget::new(config.limits.frame_budget));
+        #[cfg(feature = "nats")]
+        if let Some(options) = &config.nats {
+            let nats = NatsSink::connect(options).await?;
+            return Ok(Server {
+                listeners,
+                local_addrs,
+                sink_stats: nats.stats(),
+                sink: sink::Sink::Nats(Arc::new(nats)),
+                log_thread: None,
+                recovery: None,
+                budget,
+                config,
+                stats,
+            });
+        }
         let (log, recovery, log_thread) = LogWriter::open(LogOptions {
             path: config.log_path.clone(),
             format: config.log_format,
             fsync: config.fsync,
         })?;
-        let stats = Arc::new(Stats::default());
-        stats.set_accepting(true);
         Ok(Server {
             listeners,
             local_addrs,
-            log,
-            log_thread,
+            sink_stats: log.stats(),
+            sink: sink::Sink::File {
+                log,
+                format: config.log_format,
+            },
+            log_thread: Some(log_thread),
             recovery,
-            budget: Arc::new(budget::FrameBudget::new(config.limits.frame_budget)),
+            budget,
             config,
             stats,
         })
@@ -185,15 +220,29 @@ impl Server {
     pub fn view(&self) -> ServerView {
         ServerView {
             stats: self.stats.clone(),
-            log: self.log.stats(),
+            log: self.sink_stats.clone(),
             budget: self.budget.clone(),
             fsync: self.config.fsync,
         }
     }
 
-    /// A handle that reopens the log (for SIGHUP) without keeping it open.
-    pub fn log_reopener(&self) -> LogReopener {
-        self.log.reopener()
+    /// A handle that reopens the log (for SIGHUP) without keeping it open;
+    /// `None` when messages go to NATS.
+    pub fn log_reopener(&self) -> Option<LogReopener> {
+        match &self.sink {
+            sink::Sink::File { log, .. } => Some(log.reopener()),
+            #[cfg(feature = "nats")]
+            sink::Sink::Nats(_) => None,
+        }
+    }
+
+    /// The NATS sink, when messages go to NATS.
+    #[cfg(feature = "nats")]
+    pub fn nats_sink(&self) -> Option<&NatsSink> {
+        match &self.sink {
+            sink::Sink::Nats(nats) => Some(nats),
+            sink::Sink::File { .. } => None,
+        }
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets each
@@ -203,7 +252,7 @@ impl Server {
         let view = self.view();
         let Server {
             listeners,
-            log,
+            sink,
             log_thread,
             config,
             stats,
@@ -222,7 +271,7 @@ impl Server {
             settings.passwords = PasswordCheck::Asked;
         }
         let context = Arc::new(connection::ServerContext {
-            log,
+            sink,
             verifier: config.verifier,
             settings: Arc::new(settings),
             limits: config.limits,
@@ -267,10 +316,15 @@ impl Server {
         //= spec/protocol.md#shutdown
         //# The server MUST NOT exit before every record it accepted was written to the log.
         // The writer thread syncs and exits once the last handle is gone.
-        tokio::task::spawn_blocking(move || log_thread.join())
-            .await
-            .ok();
-        tracing::info!("log synced; bye");
+        // With NATS, every accepted message was awaited by its connection.
+        if let Some(log_thread) = log_thread {
+            tokio::task::spawn_blocking(move || log_thread.join())
+                .await
+                .ok();
+            tracing::info!("log synced; bye");
+        } else {
+            tracing::info!("every accepted message is stored; bye");
+        }
         Ok(())
     }
 }
