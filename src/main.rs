@@ -7,6 +7,7 @@ mod cli;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -15,7 +16,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use cli::values::{self, seconds, seconds_or_off, secs_text, whole};
 use cli::FormatArg;
 use msglog::defaults;
-use msglog::server::{Config, Limits, Server};
+use msglog::server::users::UsersVerifier;
+use msglog::server::{Config, Limits, PasswordVerifier, Server};
 
 #[derive(Parser)]
 #[command(name = "msglog", version, about = "A message-log server and its tools", long_about = None)]
@@ -36,6 +38,8 @@ enum Command {
     Conform(cli::conform::ConformArgs),
     /// Measure a running server: throughput, latency, every reply checked.
     Bench(cli::bench::BenchArgs),
+    /// Set (add or replace) or remove a user of a users file (`serve --users`).
+    Passwd(cli::passwd::PasswdArgs),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +94,8 @@ struct ServeArgs {
     /// stop reading until memory frees or their frame timeout closes them.
     #[arg(long, env = "MSGLOG_FRAME_BUFFER_BUDGET", value_name = "MIB", default_value_t = defaults::FRAME_BUDGET_MIB, value_parser = whole::<u64>(1, 65_536))]
     frame_buffer_budget: u64,
+    #[command(flatten)]
+    users: cli::users::UsersArgs,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -168,13 +174,23 @@ fn raise_open_file_limit() {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let config = match args.config() {
+    let mut config = match args.config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("msglog serve: {e}");
             return ExitCode::from(2);
         }
     };
+    let users = match args.users.options().map(UsersVerifier::load).transpose() {
+        Ok(users) => users,
+        Err(e) => {
+            eprintln!("msglog serve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    config.verifier = users
+        .clone()
+        .map(|u| Arc::new(u) as Arc<dyn PasswordVerifier>);
     init_tracing();
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -203,7 +219,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        spawn_reopen_on_sighup(server.log_reopener());
+        spawn_reopen_on_sighup(server.log_reopener(), users.clone());
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
@@ -213,6 +229,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             addrs.join(" and "),
             log_path.display()
         );
+        msglog::server::users::announce(users.as_ref());
         if let Some(r) = server.recovery() {
             tracing::warn!(offset = r.offset, removed = r.removed, sidecar = %r.sidecar.display(), "{r}");
         }
@@ -241,7 +258,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
+fn spawn_reopen_on_sighup(log: msglog::server::LogReopener, users: Option<UsersVerifier>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; log reopening is unavailable");
@@ -254,6 +271,9 @@ fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
                 Err(e) => {
                     tracing::error!(error = %e, "SIGHUP: reopening the log failed; still writing to the old file")
                 }
+            }
+            if let Some(users) = &users {
+                users.reload_and_report().await;
             }
         }
     });
@@ -280,5 +300,6 @@ fn main() -> ExitCode {
             msglog::conform::run_conform(args.into())
         }
         Command::Bench(args) => msglog::bench::run_bench(args.into()),
+        Command::Passwd(args) => cli::passwd::run(args),
     }
 }

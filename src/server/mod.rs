@@ -8,6 +8,7 @@ pub mod listener;
 pub mod log_file;
 pub mod log_writer;
 mod stats;
+pub mod users;
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
