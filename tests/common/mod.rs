@@ -6,5 +6,6 @@
 pub mod process;
 pub mod streams;
 pub mod tcp;
+pub mod users;
 pub mod vectors;
 pub mod watchdog;

@@ -39,9 +39,12 @@ pub fn serve_process(dir: &Path, port: u16, extra: &[&str]) -> ServeProcess {
 /// Starts `command` (a `msglog serve` on 127.0.0.1) in `dir` and waits (at
 /// most 10 s) for its first line, which names the port.
 pub fn start_serving(dir: &Path, mut command: Command) -> ServeProcess {
+    // At level info unless the test asked for another.
+    if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+        command.env("RUST_LOG", "info");
+    }
     let mut child = command
         .current_dir(dir)
-        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

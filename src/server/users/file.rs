@@ -90,7 +90,7 @@ pub struct User {
 enum Kind {
     /// Blank or a comment: kept as it is.
     Other,
-    User(User),
+    User(Box<User>),
 }
 
 /// A line as it was read, so that it can be written back unchanged.
@@ -162,7 +162,7 @@ impl UsersFile {
     /// The users, in the order of the file.
     pub fn users(&self) -> impl Iterator<Item = &User> {
         self.lines.iter().filter_map(|l| match &l.kind {
-            Kind::User(u) => Some(u),
+            Kind::User(u) => Some(&**u),
             Kind::Other => None,
         })
     }
@@ -255,7 +255,7 @@ fn parse_line(raw: &[u8]) -> Result<Kind, LineError> {
         .ok_or(LineError::NoSeparator)?;
     let name = decode_name(&raw[..colon])?;
     let (hash, params) = parse_phc(trim_blanks(&raw[colon + 1..]))?;
-    Ok(Kind::User(User { name, hash, params }))
+    Ok(Kind::User(Box::new(User { name, hash, params })))
 }
 
 fn trim_blanks(mut bytes: &[u8]) -> &[u8] {

@@ -25,13 +25,15 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Version};
 
 use crate::defaults;
 use crate::proto::engine::VerifyRequest;
 use crate::server::diagnostics;
 use crate::server::{PasswordVerifier, Verdict};
 
+/// argon2id parameters: memory (KiB), passes, lanes.
+pub use argon2::Params;
 pub use file::{encode_name, Change, EncodedName, LineError, ParseError, UsersFile};
 use pool::VerifyPool;
 use throttle::{FailedLogins, Report, Source, ThrottleSettings};
@@ -97,7 +99,9 @@ impl Users {
     /// with the parameters most of them have (the defaults when none).
     pub fn new(file: &UsersFile) -> Result<Users, HashError> {
         let mut by_name = HashMap::new();
-        let mut counts: HashMap<(u32, u32, u32, Option<usize>), (usize, &Params)> = HashMap::new();
+        // How many users have each (m, t, p, output length).
+        type Key = (u32, u32, u32, Option<usize>);
+        let mut counts: HashMap<Key, (usize, &Params)> = HashMap::new();
         for user in file.users() {
             by_name.insert(user.name.clone(), user.hash.clone());
             let p = &user.params;
@@ -321,6 +325,11 @@ impl Shared {
             .clone()
     }
 
+    //= spec/protocol.md#authentication
+    //# The server MUST NOT write a password, or a hash from the users file, to its diagnostics at any level.
+    // The password goes to the pool and nowhere else; lines about a login
+    // name the peer, the name and the outcome, and a users file's errors
+    // name the line, never quote it.
     async fn verify(self: Arc<Self>, request: VerifyRequest, peer: SocketAddr) -> bool {
         let source = Source::of(peer.ip());
         let wait = lock(&self.failures).admit(source, Instant::now());
