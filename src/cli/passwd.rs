@@ -17,7 +17,8 @@ use std::process::ExitCode;
 
 use msglog::proto::frame::MAX_PAYLOAD_LEN;
 use msglog::server::users::{
-    default_params, hash_password, Change, EncodedName, HashError, ParseError, UsersFile,
+    check_name, default_params, hash_password, Change, EncodedName, HashError, LineError,
+    ParseError, UsersFile,
 };
 
 const PASSWD_HELP: &str = "\
@@ -63,8 +64,8 @@ enum PasswdError {
     Parse { path: PathBuf, error: ParseError },
     #[error("{}: no user {name:?}; nothing was changed", path.display())]
     NoSuchUser { path: PathBuf, name: EncodedName },
-    #[error("{}, {error}", path.display())]
-    BadName { path: PathBuf, error: ParseError },
+    #[error("{}: {error}; nothing was changed", path.display())]
+    BadName { path: PathBuf, error: LineError },
     #[error("no password on standard input; give it as the first line")]
     NoPassword,
     #[error("the password is empty; the protocol refuses an empty PASS")]
@@ -121,11 +122,16 @@ fn passwd(args: &PasswdArgs) -> Result<String, PasswdError> {
         }
         format!("{}: removed user {shown:?}", path.display())
     } else {
-        let password = read_password(&shown)?;
-        let phc = hash_password(&password, &default_params())?;
-        let change = file.set(name, &phc).map_err(|error| PasswdError::BadName {
+        // Before the password is typed: a name nobody can log in with.
+        check_name(name).map_err(|error| PasswdError::BadName {
             path: path.clone(),
             error,
+        })?;
+        let password = read_password(&shown)?;
+        let phc = hash_password(&password, &default_params())?;
+        let change = file.set(name, &phc).map_err(|e| PasswdError::BadName {
+            path: path.clone(),
+            error: e.error,
         })?;
         let done = match change {
             Change::Added => "added user",

@@ -353,6 +353,11 @@ fn parse_phc(field: &[u8]) -> Result<(PasswordHash, Params), LineError> {
     Ok((hash, params))
 }
 
+/// Whether `name` can be a user: one a client can log in with.
+pub fn check_name(name: &[u8]) -> Result<(), LineError> {
+    decode_name(encode_name(name).as_bytes()).map(drop)
+}
+
 /// A name as the users file writes it ([`encode_name`]); also how
 /// diagnostics show a name: always one line, `%` escapes for what is not
 /// readable.

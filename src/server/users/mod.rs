@@ -34,7 +34,7 @@ use crate::server::{PasswordVerifier, Verdict};
 
 /// argon2id parameters: memory (KiB), passes, lanes.
 pub use argon2::Params;
-pub use file::{encode_name, Change, EncodedName, LineError, ParseError, UsersFile};
+pub use file::{check_name, encode_name, Change, EncodedName, LineError, ParseError, UsersFile};
 use pool::VerifyPool;
 use throttle::{FailedLogins, Report, Source, ThrottleSettings};
 
