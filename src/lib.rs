@@ -22,7 +22,8 @@
 //! The command line (argument parsing with clap) lives in the `msglog`
 //! binary, behind the default `cli` feature: with
 //! `msglog = { version = "...", default-features = false }` the library
-//! builds without clap, indicatif, hdrhistogram, tracing-subscriber and rlimit.
+//! builds without clap, indicatif, hdrhistogram, tracing-subscriber, rlimit,
+//! rpassword and tempfile.
 //!
 //! The specification is `spec/protocol.md`; code that implements one of its
 //! requirements quotes it (`//= spec/protocol.md#section`).
