@@ -28,8 +28,9 @@ pub struct UsersArgs {
     #[arg(long, env = "MSGLOG_MAX_VERIFICATIONS", value_name = "N", value_parser = whole::<usize>(1, 1024), requires = "users")]
     max_verifications: Option<usize>,
     /// Seconds (0 to 60) the next login from a source address waits after a
-    /// failed one, doubled with each further failure up to 32 times; reset
-    /// by a success or 10 minutes without failures. 0 turns it off.
+    /// failed one; twice as long after each further failure, at most 32
+    /// times as long; reset by a success or 10 minutes without failures.
+    /// 0 turns it off.
     #[arg(long, env = "MSGLOG_LOGIN_FAILURE_DELAY", value_name = "SECS", default_value = secs_text(defaults::LOGIN_FAILURE_DELAY), value_parser = seconds(FAILURE_DELAY), requires = "users")]
     login_failure_delay: Duration,
 }
