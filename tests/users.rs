@@ -182,21 +182,30 @@ async fn each_failure_makes_the_next_login_wait_longer_until_one_succeeds() {
     let delay = Duration::from_millis(100);
     let server = serve_users(dir.path(), "users.txt", &["--login-failure-delay", "0.1"]);
     let addr = addr(&server);
-    let mut took = Vec::new();
-    for _ in 0..4 {
-        let (replies, t) = login(addr, b"alice", b"wrong").await;
-        assert_eq!(replies, [0, 0xFF]);
-        took.push(t);
-    }
+    // The wait runs from the failure before, which the server records after
+    // that attempt started: so from the start of one attempt to the reply
+    // to the next, at least that long.
+    let mut previous = Instant::now();
+    let mut attempt = |password: &'static [u8]| {
+        let started = Instant::now();
+        let since = std::mem::replace(&mut previous, started);
+        async move {
+            let (replies, _) = login(addr, b"alice", password).await;
+            (replies, since.elapsed())
+        }
+    };
     // The Nth failure waited for the N-1 before it: 0, 1, 2, 4 times the delay.
-    for (n, (t, factor)) in took.iter().zip([0, 1, 2, 4]).enumerate() {
-        println!("failure {}: {:.0} ms", n + 1, t.as_secs_f64() * 1000.0);
-        assert!(*t >= delay * factor, "failure {} took {t:?}", n + 1);
+    for (n, factor) in [0, 1, 2, 4].into_iter().enumerate() {
+        let (replies, span) = attempt(b"wrong").await;
+        assert_eq!(replies, [0, 0xFF]);
+        println!("failure {}: {:.0} ms", n + 1, span.as_secs_f64() * 1000.0);
+        assert!(span >= delay * factor, "failure {}: {span:?}", n + 1);
     }
     // The right password waits its turn too (8 times), then resets.
-    let (replies, t) = login(addr, b"alice", b"right").await;
+    let (replies, span) = attempt(b"right").await;
     assert_eq!(replies, [0, 0]);
-    assert!(t >= delay * 8, "{t:?}");
+    println!("success: {:.0} ms", span.as_secs_f64() * 1000.0);
+    assert!(span >= delay * 8, "{span:?}");
     let (replies, _) = login(addr, b"alice", b"wrong again").await;
     assert_eq!(replies, [0, 0xFF]);
     let lines = lines_until(&server, "waited_ms=0");
