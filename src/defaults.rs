@@ -72,3 +72,31 @@ pub const SINK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publishes to NATS awaiting their acknowledgement, across all connections.
 pub const NATS_MAX_IN_FLIGHT: usize = 4096;
+
+/// argon2id parameters of the password hashes `msglog passwd` writes:
+/// OWASP's recommendation (Password Storage Cheat Sheet), memory in KiB,
+/// passes and lanes. Each hash records its own parameters, so changing these
+/// applies to passwords set afterwards and every older hash still verifies.
+pub const ARGON2_MEMORY_KIB: u32 = 19_456;
+pub const ARGON2_PASSES: u32 = 2;
+pub const ARGON2_LANES: u32 = 1;
+
+/// Password verifications `msglog serve --users` runs at once: one per CPU.
+pub fn max_verifications() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// After a failed login, the next login from the same source address waits
+/// this long before its password is verified; twice as long after each
+/// further failure.
+pub const LOGIN_FAILURE_DELAY: Duration = Duration::from_millis(250);
+
+/// The longest such wait, as a multiple of the first: 32 × 0.25 s = 8 s,
+/// within the default handshake timeout.
+pub const LOGIN_FAILURE_DELAY_MAX_FACTOR: u32 = 32;
+
+/// A source address's failed logins are forgotten after this long without one.
+pub const LOGIN_FAILURES_FORGOTTEN_AFTER: Duration = Duration::from_secs(600);
+
+/// Source addresses whose failed logins are remembered at once.
+pub const LOGIN_FAILURE_SOURCES: usize = 10_000;

@@ -23,7 +23,9 @@
 //! binary, behind the default `cli` feature: with
 //! `msglog = { version = "...", default-features = false }` the library
 //! builds without clap, indicatif, hdrhistogram, tracing-subscriber, rlimit,
-//! and the metrics endpoint's prometheus-client and hyper (feature `metrics`).
+//! rpassword and tempfile (for `msglog passwd`), the metrics endpoint's
+//! prometheus-client and hyper (feature `metrics`) and the NATS client
+//! (feature `nats`).
 //!
 //! The specification is `spec/protocol.md`; code that implements one of its
 //! requirements quotes it (`//= spec/protocol.md#section`).

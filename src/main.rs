@@ -17,7 +17,8 @@ use cli::values::{self, seconds, seconds_or_off, secs_text, whole};
 use cli::FormatArg;
 use msglog::defaults;
 use msglog::server::metrics::MetricsListener;
-use msglog::server::{Config, Limits, Rate, Server};
+use msglog::server::users::UsersVerifier;
+use msglog::server::{Config, Limits, PasswordVerifier, Rate, Server};
 
 #[derive(Parser)]
 #[command(name = "msglog", version, about = "A message-log server and its tools", long_about = None)]
@@ -42,6 +43,8 @@ enum Command {
     Completions(cli::generate::CompletionsArgs),
     /// Print the man page (roff) to standard output.
     Man,
+    /// Set (add or replace) or remove a user of a users file (`serve --users`).
+    Passwd(cli::passwd::PasswdArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,6 +114,8 @@ struct ServeArgs {
     metrics: Option<SocketAddr>,
     #[command(flatten)]
     nats: cli::nats::NatsServeArgs,
+    #[command(flatten)]
+    users: cli::users::UsersArgs,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -195,13 +200,23 @@ fn raise_open_file_limit() {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let config = match args.config() {
+    let mut config = match args.config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("msglog serve: {e}");
             return ExitCode::from(2);
         }
     };
+    let users = match args.users.options().map(UsersVerifier::load).transpose() {
+        Ok(users) => users,
+        Err(e) => {
+            eprintln!("msglog serve: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    config.verifier = users
+        .clone()
+        .map(|u| Arc::new(u) as Arc<dyn PasswordVerifier>);
     init_tracing();
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -252,8 +267,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         // With NATS there is no file to reopen; SIGHUP is still handled, so
-        // that a logrotate meant for another setup does not end the server.
-        spawn_reopen_on_sighup(server.log_reopener(), notifier.clone());
+        // that a logrotate meant for another setup does not end the server,
+        // and it reloads the users file.
+        spawn_reopen_on_sighup(server.log_reopener(), notifier.clone(), users.clone());
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
@@ -276,6 +292,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 let _ = metrics_stopped.await;
             }));
         }
+        msglog::server::users::announce(users.as_ref());
         if let Some(r) = server.recovery() {
             tracing::warn!(offset = r.offset, removed = r.removed, sidecar = %r.sidecar.display(), "{r}");
         }
@@ -319,6 +336,7 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
 fn spawn_reopen_on_sighup(
     log: Option<msglog::server::LogReopener>,
     notifier: Option<Arc<cli::notify::Notifier>>,
+    users: Option<UsersVerifier>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -327,25 +345,30 @@ fn spawn_reopen_on_sighup(
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            let Some(log) = &log else {
-                tracing::info!("SIGHUP: messages go to NATS; there is no log file to reopen");
-                continue;
-            };
             if let Some(notifier) = &notifier {
-                notifier.reloading("SIGHUP: reopening the log");
+                notifier.reloading("SIGHUP: reopening the log, reloading the users file");
             }
-            let status = match log.reopen().await {
-                Ok(()) => {
-                    tracing::info!("SIGHUP: log reopened");
-                    "serving; log reopened after SIGHUP".to_owned()
+            let status = match &log {
+                None => {
+                    tracing::info!("SIGHUP: messages go to NATS; there is no log file to reopen");
+                    "serving; messages go to NATS".to_owned()
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: reopening the log failed; still writing to the old file");
-                    format!(
-                        "serving; reopening the log failed ({e}); still writing to the old file"
-                    )
-                }
+                Some(log) => match log.reopen().await {
+                    Ok(()) => {
+                        tracing::info!("SIGHUP: log reopened");
+                        "serving; log reopened after SIGHUP".to_owned()
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: reopening the log failed; still writing to the old file");
+                        format!(
+                            "serving; reopening the log failed ({e}); still writing to the old file"
+                        )
+                    }
+                },
             };
+            if let Some(users) = &users {
+                users.reload_and_report().await;
+            }
             if let Some(notifier) = &notifier {
                 notifier.ready(&status);
             }
@@ -385,5 +408,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Passwd(args) => cli::passwd::run(args),
     }
 }

@@ -27,6 +27,8 @@ fn serve_with_metrics(dir: &Path, extra: &[&str]) -> Served {
     let mut args = vec!["--metrics", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = serve_process(dir, 0, &args);
+    // The line naming the metrics address comes right after the first one,
+    // before any diagnostic.
     let line = server
         .lines
         .recv_timeout(TIMEOUT)

@@ -1,14 +1,16 @@
 //! The command line of the `msglog` binary: clap's argument definitions
 //! (the library takes plain option structs and never compiles clap), the
-//! parsers of option values, and `msglog read`.
+//! parsers of option values, `msglog read` and `msglog passwd`.
 
 pub mod bench;
 pub mod conform;
 pub mod generate;
 pub mod nats;
 pub mod notify;
+pub mod passwd;
 pub mod read;
 pub mod send;
+pub mod users;
 pub mod values;
 
 use msglog::proto::LogFormat;

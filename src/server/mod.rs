@@ -14,6 +14,7 @@ pub mod nats;
 mod rate;
 mod sink;
 mod stats;
+pub mod users;
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};

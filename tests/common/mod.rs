@@ -7,5 +7,6 @@ pub mod blocking;
 pub mod process;
 pub mod streams;
 pub mod tcp;
+pub mod users;
 pub mod vectors;
 pub mod watchdog;

@@ -39,6 +39,7 @@ pub fn serve_process(dir: &Path, port: u16, extra: &[&str]) -> ServeProcess {
 /// Starts `command` (a `msglog serve` on 127.0.0.1) in `dir` and waits (at
 /// most 10 s) for its first line, which names the port.
 pub fn start_serving(dir: &Path, mut command: Command) -> ServeProcess {
+    // At level info unless the test asked for another.
     if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
         command.env("RUST_LOG", "info");
     }
@@ -57,14 +58,28 @@ pub fn start_serving(dir: &Path, mut command: Command) -> ServeProcess {
             }
         }
     });
-    let first_line = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("no start-up line within 10 s while stdout is a pipe");
-    let port = first_line
+    // A server that does not start as expected is stopped before the test
+    // fails, so that it does not outlive the test.
+    let fail = |mut child: Child, why: String| -> ! {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{why}");
+    };
+    let first_line = match lines.recv_timeout(Duration::from_secs(10)) {
+        Ok(line) => line,
+        Err(_) => fail(
+            child,
+            "no start-up line within 10 s while stdout is a pipe".into(),
+        ),
+    };
+    let port = match first_line
         .strip_prefix("msglog listening on 127.0.0.1:")
         .and_then(|rest| rest.split(',').next())
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {first_line}"));
+    {
+        Some(port) => port,
+        None => fail(child, format!("unexpected first line: {first_line}")),
+    };
     ServeProcess {
         child,
         port,
