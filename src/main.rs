@@ -90,6 +90,8 @@ struct ServeArgs {
     /// stop reading until memory frees or their frame timeout closes them.
     #[arg(long, env = "MSGLOG_FRAME_BUFFER_BUDGET", value_name = "MIB", default_value_t = defaults::FRAME_BUDGET_MIB, value_parser = whole::<u64>(1, 65_536))]
     frame_buffer_budget: u64,
+    #[command(flatten)]
+    tls: cli::tls::ServeTlsArgs,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -132,6 +134,7 @@ impl ServeArgs {
             fsync: self.fsync,
             stats_interval: self.stats_interval,
             verifier: None,
+            tls: self.tls.files(),
             limits: Limits {
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,
@@ -203,7 +206,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        spawn_reopen_on_sighup(server.log_reopener());
+        spawn_reload_on_sighup(server.log_reopener(), server.tls_reloader());
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
@@ -241,7 +244,10 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
+fn spawn_reload_on_sighup(
+    log: msglog::server::LogReopener,
+    tls: Option<msglog::server::TlsReloader>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; log reopening is unavailable");
@@ -253,6 +259,14 @@ fn spawn_reopen_on_sighup(log: msglog::server::LogReopener) {
                 Ok(()) => tracing::info!("SIGHUP: log reopened"),
                 Err(e) => {
                     tracing::error!(error = %e, "SIGHUP: reopening the log failed; still writing to the old file")
+                }
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded; new connections use them"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: reloading TLS failed; still serving the previous certificate")
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod conform;
 pub mod read;
 pub mod send;
+pub mod tls;
 pub mod values;
 
 use msglog::proto::LogFormat;

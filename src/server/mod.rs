@@ -8,6 +8,8 @@ pub mod listener;
 pub mod log_file;
 pub mod log_writer;
 mod stats;
+mod tls;
+mod transport;
 
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -22,11 +24,12 @@ use crate::defaults;
 use crate::proto::engine::{PasswordCheck, Settings};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
-pub use connection::{PasswordVerifier, Verdict};
+pub use connection::{PasswordVerifier, Peer, Verdict};
 pub use listener::ServeError;
 pub use log_file::{open_log, OpenError, Recovery};
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, Staged};
 pub use stats::Stats;
+pub use tls::{certified_names, TlsConfigError, TlsFiles, TlsReloader};
 
 /// Refused connections (over the limit) that may linger at once.
 const MAX_LINGERING_REFUSALS: usize = 256;
@@ -94,6 +97,8 @@ pub struct Config {
     /// Checks every password; `None` applies the reference's rule (any
     /// password whose first byte is odd).
     pub verifier: Option<Arc<dyn PasswordVerifier>>,
+    /// Serve the protocol inside TLS; `None` serves it in clear text.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -108,6 +113,7 @@ impl Default for Config {
             limits: Limits::default(),
             stats_interval: None,
             verifier: None,
+            tls: None,
         }
     }
 }
@@ -120,6 +126,7 @@ pub struct Server {
     log_thread: std::thread::JoinHandle<()>,
     recovery: Option<Recovery>,
     config: Config,
+    tls: Option<Arc<tls::TlsState>>,
     stats: Arc<Stats>,
 }
 
@@ -128,6 +135,10 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
         // Bind first: opening the log may cut a torn record, and nothing may
         // fail after that, so that the cut is always reported.
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(tls::TlsState::load(files.clone())?)),
+            None => None,
+        };
         let listeners = listener::bind_all(&config.bind)?;
         let local_addrs = listeners
             .iter()
@@ -146,6 +157,7 @@ impl Server {
             log_thread,
             recovery,
             config,
+            tls,
             stats: Arc::new(Stats::default()),
         })
     }
@@ -157,6 +169,12 @@ impl Server {
     /// The torn record cut off the log when it was opened, if any.
     pub fn recovery(&self) -> Option<&Recovery> {
         self.recovery.as_ref()
+    }
+
+    /// A handle that reloads the TLS certificate, key and client CA (for
+    /// SIGHUP); `None` without TLS.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls.clone().map(TlsReloader)
     }
 
     /// The server's live counters.
@@ -179,6 +197,7 @@ impl Server {
             log_thread,
             config,
             stats,
+            tls,
             ..
         } = self;
         let budget = Arc::new(budget::FrameBudget::new(config.limits.frame_budget));
@@ -186,12 +205,21 @@ impl Server {
         // Dropped by the acceptors and the connections; the last one gone
         // drops the log writer, whose thread then syncs and ends.
         let mut settings = config.limits.session_settings();
-        if config.verifier.is_some() {
+        let verifier = match &tls {
+            // The certificate's names are checked with every PASS, before
+            // the server's own verifier.
+            Some(state) if state.name_from_cert() => Some(Arc::new(tls::CertifiedNameCheck {
+                inner: config.verifier,
+            })
+                as Arc<dyn PasswordVerifier>),
+            _ => config.verifier,
+        };
+        if verifier.is_some() {
             settings.passwords = PasswordCheck::Asked;
         }
         let context = Arc::new(connection::ServerContext {
             log,
-            verifier: config.verifier,
+            verifier,
             settings: Arc::new(settings),
             limits: config.limits,
             log_format: config.log_format,
@@ -219,6 +247,7 @@ impl Server {
                     permits: permits.clone(),
                     refusals: refusals.clone(),
                     context: context.clone(),
+                    tls: tls.clone(),
                     stop: stop_rx.clone(),
                     alive: alive_tx.clone(),
                 },
