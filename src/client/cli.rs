@@ -199,7 +199,7 @@ fn login_failure(error: ClientError, login: &Login) -> Failure {
         ),
         ClientError::PasswordRejected => failure(
             EXIT_PASSWORD_REJECTED,
-            format!("the server at {server} rejected the password for {name:?}; check --password or MSGLOG_PASSWORD"),
+            format!("the server at {server} rejected the password for {name:?}; check --password or MSGLOG_PASSWORD (with a client certificate, --cert, the server may also require --name to be one of the certificate's names)"),
         ),
         ClientError::PasswordTooLong { len } => failure(
             EXIT_PASSWORD_REJECTED,

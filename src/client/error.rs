@@ -14,7 +14,10 @@ pub enum ClientError {
     NameRejected,
     /// The server answered PASS with 0xFF, and the password breaks a PASS
     /// rule.
-    #[error("the server rejected the password and closed the connection; check the password and connect again")]
+    ///
+    /// With mutual TLS the server may also take NAME from the client
+    /// certificate: a NAME that is not one of its names fails the same way.
+    #[error("the server rejected the password and closed the connection; check the password and connect again (with a client certificate, the server may also require NAME to be one of the certificate's names)")]
     PasswordRejected,
     /// The server answered NAME or PASS with 0xFF although the protocol's
     /// rules accept them: it refused the connection as a whole (it is at its

@@ -207,8 +207,10 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Opens a connection to `addr`, inside TLS when `tls` is given.
-    pub(crate) async fn connect(
+    /// Opens a connection to `addr`, inside TLS when `tls` is given, for
+    /// speaking the protocol's bytes directly. Writes to a TLS stream leave
+    /// only when flushed.
+    pub async fn connect(
         addr: impl tokio::net::ToSocketAddrs,
         tls: Option<&ClientTls>,
     ) -> Result<Stream, ClientError> {
@@ -224,7 +226,7 @@ impl Stream {
         }
     }
 
-    pub(crate) fn is_tls(&self) -> bool {
+    pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
 }

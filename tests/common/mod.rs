@@ -3,6 +3,7 @@
 // Each test crate uses only part of these helpers; the rest would warn.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod process;
 pub mod streams;
 pub mod tcp;
