@@ -252,6 +252,12 @@ impl<S: Transport> Connection<S> {
         }
         if end.lingers() {
             linger_close(&mut self.stream).await;
+        } else if S::CLOSE_NOTIFY
+            && matches!(end, End::ClientEnded | End::ClientEndedMidFrame { .. })
+        {
+            // The client ended its side; ending ours with close_notify tells
+            // it that the session was not cut off.
+            let _ = tokio::time::timeout(LINGER, self.stream.shutdown()).await;
         }
     }
 

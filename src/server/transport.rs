@@ -18,6 +18,10 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// [`read_now`]: Transport::read_now
     const BUSY_POLLS: bool;
 
+    /// Whether closing takes a message of its own (TLS's close_notify),
+    /// also where a dropped TCP socket would do.
+    const CLOSE_NOTIFY: bool;
+
     /// Sends what it can of `buf` at once, without waiting; `WouldBlock`
     /// when nothing could go. With an empty `buf`, pushes out what an
     /// earlier call left buffered ([`has_pending_output`]).
@@ -39,6 +43,7 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl Transport for TcpStream {
     const BUSY_POLLS: bool = true;
+    const CLOSE_NOTIFY: bool = false;
 
     #[inline]
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -78,6 +83,7 @@ impl Transport for TcpStream {
 /// BENCHMARKS.md for what that costs a lone ping-pong client).
 impl Transport for TlsStream<TcpStream> {
     const BUSY_POLLS: bool = false;
+    const CLOSE_NOTIFY: bool = true;
 
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Polled without a waker of our own: a `Pending` here is followed by
