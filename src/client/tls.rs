@@ -207,6 +207,8 @@ pub enum Stream {
 }
 
 impl Stream {
+    //= spec/protocol.md#tls
+    //# Inside TLS, client and server MUST speak the protocol of this document unchanged.
     /// Opens a connection to `addr`, inside TLS when `tls` is given, for
     /// speaking the protocol's bytes directly. Writes to a TLS stream leave
     /// only when flushed.

@@ -443,8 +443,9 @@ impl<S: Transport> Connection<S> {
             let mut read = ReadBuf::new(scratch);
             match Pin::new(stream).poll_read(cx, &mut read) {
                 Poll::Pending => Poll::Pending,
+                //= spec/protocol.md#tls
+                //# A server MUST take a TLS session that the client ends without close_notify as an end of stream.
                 // TLS: the client closed its socket without a close_notify.
-                // For the protocol that is an end of stream like any other.
                 Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     Poll::Ready(Ok(0))
                 }

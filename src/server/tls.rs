@@ -270,6 +270,9 @@ pub(crate) async fn serve(
                 addr,
                 certified_names: names,
             };
+            //= spec/protocol.md#tls
+            //# Inside TLS, client and server MUST speak the protocol of this document unchanged.
+            // The same shell and engine as plaintext, over the TLS stream.
             Connection::new(stream, peer, ctx, accepted)
                 .run_announced(shutdown)
                 .await;
