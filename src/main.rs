@@ -190,6 +190,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls_summary = match &config.tls {
+        None => "",
+        Some(tls) if tls.name_from_cert => ", TLS, names from client certificates",
+        Some(tls) if tls.require_client_cert => ", TLS, client certificates required",
+        Some(tls) if tls.client_ca.is_some() => ", TLS, client certificates checked",
+        Some(_) => ", TLS",
+    };
     runtime.block_on(async move {
         let log_path = config.log_path.clone();
         let server = match Server::bind(config).await {
@@ -212,9 +219,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         //# The first line the server prints MUST name the addresses it listens on
         //# and the log file.
         println!(
-            "msglog listening on {}, log {}",
+            "msglog listening on {}, log {}{}",
             addrs.join(" and "),
-            log_path.display()
+            log_path.display(),
+            tls_summary
         );
         if let Some(r) = server.recovery() {
             tracing::warn!(offset = r.offset, removed = r.removed, sidecar = %r.sidecar.display(), "{r}");

@@ -322,13 +322,21 @@ async fn handshake(
 
 /// What a person can do about a failed handshake, where the error says.
 fn handshake_hint(error: &std::io::Error) -> &'static str {
-    let text = error.to_string();
-    if text.contains("NoCertificatesPresented") || text.contains("peer sent no certificates") {
-        "; the client presented no certificate, which this server requires (--tls-require-client-cert)"
-    } else if text.contains("certificate") || text.contains("Certificate") {
-        "; the client's certificate is not signed by --tls-client-ca, or is expired or not yet valid"
-    } else {
-        ""
+    use rustls::Error;
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+    {
+        Some(Error::NoCertificatesPresented) => {
+            "; the client presented no certificate, which this server requires (--tls-require-client-cert)"
+        }
+        Some(Error::InvalidCertificate(_)) => {
+            "; the client's certificate is not signed by --tls-client-ca, or is expired or not yet valid"
+        }
+        Some(Error::PeerIncompatible(_)) => {
+            "; the client offers no TLS version or cipher suite this server accepts (TLS 1.2 or 1.3)"
+        }
+        _ => "",
     }
 }
 
