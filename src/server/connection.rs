@@ -209,12 +209,15 @@ impl<S: Transport> Connection<S> {
         }
     }
 
-    pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// Reports and counts the accepted connection now, and returns the
+    /// future that serves it. Not an `async fn` itself: nesting one future
+    /// in another would make every connection's task larger.
+    pub(crate) fn run(self, shutdown: watch::Receiver<bool>) -> impl Future<Output = ()> {
         //= spec/protocol.md#diagnostics
         //# The server MUST report each accepted and each closed connection with the peer's address.
         tracing::info!(peer = %self.peer.addr, "connection accepted");
         self.ctx.stats.opened();
-        self.run_announced(shutdown).await;
+        self.run_announced(shutdown)
     }
 
     /// Serves a connection whose acceptance was already reported and
@@ -252,12 +255,8 @@ impl<S: Transport> Connection<S> {
         }
         if end.lingers() {
             linger_close(&mut self.stream).await;
-        } else if S::CLOSE_NOTIFY
-            && matches!(end, End::ClientEnded | End::ClientEndedMidFrame { .. })
-        {
-            // The client ended its side; ending ours with close_notify tells
-            // it that the session was not cut off.
-            let _ = tokio::time::timeout(LINGER, self.stream.shutdown()).await;
+        } else if matches!(end, End::ClientEnded | End::ClientEndedMidFrame { .. }) {
+            self.stream.finish(LINGER).await;
         }
     }
 

@@ -18,10 +18,6 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// [`read_now`]: Transport::read_now
     const BUSY_POLLS: bool;
 
-    /// Whether closing takes a message of its own (TLS's close_notify),
-    /// also where a dropped TCP socket would do.
-    const CLOSE_NOTIFY: bool;
-
     /// Sends what it can of `buf` at once, without waiting; `WouldBlock`
     /// when nothing could go. With an empty `buf`, pushes out what an
     /// earlier call left buffered ([`has_pending_output`]).
@@ -35,6 +31,11 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Bytes that `try_send` took but that have not reached the socket yet.
     fn has_pending_output(&self) -> bool;
 
+    /// Ends the session after the client ended its stream, within `limit`:
+    /// nothing to do for TCP, where dropping the socket does it; TLS says
+    /// close_notify, so the client knows the session was not cut off.
+    fn finish(&mut self, limit: std::time::Duration) -> impl Future<Output = ()> + Send;
+
     /// Reads from the socket without waiting for the runtime's readiness
     /// event: `Pending` when nothing is there. Only called when
     /// [`BUSY_POLLS`](Transport::BUSY_POLLS).
@@ -43,7 +44,6 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 impl Transport for TcpStream {
     const BUSY_POLLS: bool = true;
-    const CLOSE_NOTIFY: bool = false;
 
     #[inline]
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -57,6 +57,11 @@ impl Transport for TcpStream {
     #[inline]
     fn has_pending_output(&self) -> bool {
         false
+    }
+
+    fn finish(&mut self, _limit: std::time::Duration) -> impl Future<Output = ()> + Send {
+        // A future of no size: the connection task does not grow for it.
+        std::future::ready(())
     }
 
     #[inline]
@@ -83,7 +88,6 @@ impl Transport for TcpStream {
 /// BENCHMARKS.md for what that costs a lone ping-pong client).
 impl Transport for TlsStream<TcpStream> {
     const BUSY_POLLS: bool = false;
-    const CLOSE_NOTIFY: bool = true;
 
     fn try_send(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Polled without a waker of our own: a `Pending` here is followed by
@@ -114,6 +118,11 @@ impl Transport for TlsStream<TcpStream> {
 
     fn has_pending_output(&self) -> bool {
         self.get_ref().1.wants_write()
+    }
+
+    async fn finish(&mut self, limit: std::time::Duration) {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(limit, self.shutdown()).await;
     }
 
     fn read_now(&mut self, _buf: &mut [u8]) -> Poll<io::Result<usize>> {
