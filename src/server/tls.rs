@@ -369,3 +369,55 @@ impl PasswordVerifier for CertifiedNameCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    fn certificate(common_name: Option<&str>, sans: Vec<SanType>) -> Vec<u8> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params.distinguished_name.push(DnType::CommonName, cn);
+        }
+        params.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_vouches_for_its_common_name_and_its_dns_and_uri_names_only() {
+        let der = certificate(
+            Some("alice"),
+            vec![
+                SanType::DnsName("alice.example".try_into().unwrap()),
+                SanType::URI("urn:msglog:alice".try_into().unwrap()),
+                SanType::IpAddress([192, 0, 2, 1].into()),
+                SanType::Rfc822Name("alice@example.org".try_into().unwrap()),
+            ],
+        );
+        let names = certified_names(&der);
+        assert_eq!(names, ["alice", "alice.example", "urn:msglog:alice"]);
+        let peer = Peer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            certified_names: names,
+        };
+        for name in ["alice", "alice.example", "urn:msglog:alice"] {
+            assert!(peer.certifies(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "Alice",
+            "alic",
+            "alice ",
+            "192.0.2.1",
+            "alice@example.org",
+            "",
+        ] {
+            assert!(!peer.certifies(name.as_bytes()), "{name}");
+        }
+        assert!(certified_names(&certificate(None, Vec::new())).is_empty());
+        assert!(certified_names(b"not a certificate").is_empty());
+        assert!(!Peer::plain(peer.addr).certifies(b"alice"));
+    }
+}
