@@ -379,7 +379,7 @@ async fn a_plaintext_client_on_a_tls_port_gets_an_alert_and_a_clear_error() {
 //# A server that does not serve TLS MUST answer a TLS handshake record as the unknown tag it is, and report it as a client that speaks TLS.
 //= spec/protocol.md#tls
 //= type=test
-//# A client that speaks TLS and gets 0xFF in answer to its TLS handshake MUST report that the server does not serve TLS.
+//# A client that speaks TLS and gets 0xFF in answer to its TLS handshake MUST report that the server does not serve TLS or refused the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_client_on_a_plaintext_port_gets_0xff_and_a_clear_error() {
     let pki = pki();
@@ -418,6 +418,12 @@ async fn a_stalled_handshake_is_closed_at_the_handshake_timeout_and_holds_its_sl
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut refused = TcpStream::connect(addr).await.unwrap();
     assert_eq!(read_to_end(&mut refused).await, [0xFF]);
+    // A TLS client gets the same 0xFF, before any TLS, and is told both
+    // what it can mean.
+    let tls = client_tls(&pki.ca, None, "localhost");
+    let full = log_in(addr, Some(tls), "late", "A").await.unwrap_err();
+    assert!(matches!(full, ClientError::NotTlsServer), "{full:?}");
+    assert!(full.to_string().contains("connection limit"), "{full}");
     let got = read_to_end(&mut stalled).await;
     assert!(started.elapsed() >= timeout, "closed before the timeout");
     assert!(got.is_empty(), "no reply without a TLS session: {got:02x?}");

@@ -404,7 +404,7 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
         except (ssl.SSLError, OSError) as e:
             sock.close()
             ##= spec/protocol.md#tls
-            ##% A client that speaks TLS and gets 0xFF in answer to its TLS handshake MUST report that the server does not serve TLS.
+            ##% A client that speaks TLS and gets 0xFF in answer to its TLS handshake MUST report that the server does not serve TLS or refused the connection.
             # Python's ssl module does not show the bytes that broke the
             # handshake; a msglog server without TLS answers 0xFF and closes,
             # which OpenSSL reports as one of these.
@@ -412,7 +412,8 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
                 f"the TLS handshake with {peer} failed ({e}): if the server runs "
                 "without TLS (it answers a TLS handshake with 0xFF), connect with "
                 "tls=False or start it with --tls-cert/--tls-key; if it asks for a "
-                "client certificate, pass certfile= and keyfile="
+                "client certificate, pass certfile= and keyfile=; a server at its "
+                "connection limit also ends the handshake at once (retry later)"
             ) from e
 
     def msg(self, message: Payload) -> None:

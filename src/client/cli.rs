@@ -231,7 +231,7 @@ fn login_failure(error: ClientError, login: &Login) -> Failure {
         ),
         ClientError::NotTlsServer => failure(
             EXIT_CONNECTION_FAILED,
-            format!("{server} answered the TLS handshake with 0xFF: it serves msglog without TLS; drop --tls, or start the server with --tls-cert/--tls-key"),
+            format!("{server} answered the TLS handshake with 0xFF: it serves msglog without TLS (drop --tls, or start the server with --tls-cert/--tls-key), or it is at its connection limit (retry later)"),
         ),
         ClientError::TlsServer => failure(
             EXIT_CONNECTION_FAILED,

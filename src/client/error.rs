@@ -70,8 +70,9 @@ pub enum ClientError {
         advice: &'static str,
     },
     /// The server answered the TLS handshake with 0xFF: it speaks msglog
-    /// without TLS.
-    #[error("the server answered the TLS handshake with 0xFF, as a msglog server without TLS does; connect without TLS, or start the server with --tls-cert/--tls-key")]
+    /// without TLS, or it is at its connection limit (which it says with
+    /// 0xFF before any TLS).
+    #[error("the server answered the TLS handshake with 0xFF: it serves msglog without TLS (connect without TLS, or start the server with --tls-cert/--tls-key), or it is at its connection limit (retry later)")]
     NotTlsServer,
     /// The server answered NAME with a TLS alert: it serves msglog inside
     /// TLS.

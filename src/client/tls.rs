@@ -185,7 +185,7 @@ impl ClientTls {
         {
             Ok(stream) => Ok(Stream::Tls(Box::new(stream))),
             //= spec/protocol.md#tls
-            //# A client that speaks TLS and gets 0xFF in answer to its TLS handshake MUST report that the server does not serve TLS.
+            //# A client that speaks TLS and gets 0xFF in answer to its TLS handshake MUST report that the server does not serve TLS or refused the connection.
             Err((_, sniffed)) if sniffed.first == Some(NAK) => Err(ClientError::NotTlsServer),
             Err((error, _)) => Err(ClientError::from_io(error)),
         }

@@ -126,6 +126,8 @@ impl Transport for TlsStream<TcpStream> {
     }
 
     fn read_now(&mut self, _buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        // Not called (BUSY_POLLS is false); were it, "nothing there yet"
+        // would send the shell to wait for readiness, which is correct.
         Poll::Pending
     }
 }
