@@ -437,3 +437,25 @@ async fn a_stalled_handshake_is_closed_at_the_handshake_timeout_and_holds_its_sl
     c.close().await.unwrap();
     assert_eq!(server.records().await.len(), 1);
 }
+
+/// The blocking client takes the same options.
+#[test]
+fn the_blocking_client_speaks_tls_too() {
+    let pki = pki();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(start(Some(serve_files(&pki.server)), Limits::default()));
+    let tls = client_tls(&pki.ca, None, "localhost");
+    let mut client = msglog::client::blocking::Client::connect_with(
+        server.server.addr,
+        "blocking",
+        "A",
+        options(Some(tls)),
+    )
+    .unwrap();
+    client.send("without a runtime").unwrap();
+    assert_eq!(client.send_pipelined(["a", "b", "c"], 2).unwrap(), 3);
+    client.close().unwrap();
+    let records = runtime.block_on(server.records());
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0].message, b"without a runtime");
+}
