@@ -249,14 +249,13 @@ pub(crate) async fn serve(
     tracing::info!(peer = %addr, tls = true, "connection accepted");
     ctx.stats.opened();
     let deadline = tokio::time::Instant::from_std(accepted + ctx.limits.handshake_timeout);
-    let handshake = async { handshake(tcp, addr, &tls).await };
     let stopping = shutdown.changed();
     //= spec/protocol.md#tls
     //# A server MUST close a connection whose TLS handshake is not completed within the handshake timeout.
     let outcome = tokio::select! {
-        outcome = handshake => outcome,
-        () = tokio::time::sleep_until(deadline) => Err("TLS handshake not completed within the handshake timeout".to_owned()),
-        _ = stopping => Err("the server is shutting down".to_owned()),
+        outcome = handshake(tcp, addr, &tls) => outcome,
+        () = tokio::time::sleep_until(deadline) => Err(NoSession::HandshakeTimeout),
+        _ = stopping => Err(NoSession::ShuttingDown),
     };
     match outcome {
         Ok(stream) => {
@@ -284,18 +283,37 @@ pub(crate) async fn serve(
     }
 }
 
-/// The TLS handshake on a fresh connection, or why there is none (already
-/// reported). A first byte that is no TLS record is a plaintext client: it
-/// gets a TLS alert, which no msglog reply can be mistaken for.
+/// Why a connection on a TLS port never got to the protocol, for its
+/// closing diagnostic.
+#[derive(Debug, thiserror::Error)]
+enum NoSession {
+    #[error("TLS handshake not completed within the handshake timeout")]
+    HandshakeTimeout,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the client closed before sending anything")]
+    ClosedAtOnce,
+    #[error("connection failed: {0}")]
+    Io(std::io::Error),
+    #[error("not a TLS client")]
+    Plaintext,
+    #[error("TLS handshake failed")]
+    HandshakeFailed,
+}
+
+/// The TLS handshake on a fresh connection, or why there is none (a
+/// plaintext client and a failed handshake are reported here). A first
+/// byte that is no TLS record is a plaintext client: it gets a TLS alert,
+/// which no msglog reply can be mistaken for.
 async fn handshake(
     mut tcp: TcpStream,
     addr: std::net::SocketAddr,
     tls: &TlsState,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, NoSession> {
     let mut first = [0u8; 1];
     match tcp.peek(&mut first).await {
-        Ok(0) => return Err("the client closed before sending anything".into()),
-        Err(e) => return Err(format!("connection failed: {e}")),
+        Ok(0) => return Err(NoSession::ClosedAtOnce),
+        Err(e) => return Err(NoSession::Io(e)),
         Ok(_) => {}
     }
     //= spec/protocol.md#tls
@@ -306,7 +324,7 @@ async fn handshake(
         if tcp.write_all(&UNEXPECTED_MESSAGE_ALERT).await.is_ok() {
             linger_close(&mut tcp).await;
         }
-        return Err("not a TLS client".into());
+        return Err(NoSession::Plaintext);
     }
     match tls.acceptor().accept(tcp).into_fallible().await {
         Ok(stream) => Ok(stream),
@@ -315,7 +333,7 @@ async fn handshake(
             // linger so that it is not lost to a reset.
             tracing::warn!(peer = %addr, error = %error, "TLS handshake failed{}", handshake_hint(&error));
             linger_close(&mut tcp).await;
-            Err("TLS handshake failed".into())
+            Err(NoSession::HandshakeFailed)
         }
     }
 }
