@@ -133,8 +133,9 @@ pub struct Server {
 impl Server {
     /// Opens the log and binds every address; nothing is accepted yet.
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
-        // Bind first: opening the log may cut a torn record, and nothing may
-        // fail after that, so that the cut is always reported.
+        // The TLS files and the bind first: opening the log may cut a torn
+        // record, and nothing may fail after that, so that the cut is always
+        // reported.
         let tls = match &config.tls {
             Some(files) => Some(Arc::new(tls::TlsState::load(files.clone())?)),
             None => None,
