@@ -64,7 +64,8 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 /// Checks passwords for the session engine (spec: #pass): a users file
 /// with argon2id, for example. Verification is slow on purpose, so it must
 /// not run on the connection's task: the future it returns is awaited
-/// beside the connection's timers.
+/// beside the connection's timers. `peer` is the client's address and, with
+/// mutual TLS, the names its certificate vouches for.
 pub trait PasswordVerifier: Send + Sync + std::fmt::Debug + 'static {
     fn verify(&self, request: VerifyRequest, peer: &Peer) -> Verdict;
 }
