@@ -17,10 +17,11 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout, Instant};
 
+use crate::client::tls::Stream;
+use crate::client::{ClientError, ClientTls, TlsOptions, TlsSetupError};
 use crate::proto::frame::{Frame, TAG_CLOSE};
 use crate::proto::machine::ACK;
 
@@ -51,6 +52,8 @@ pub struct BenchOptions {
     /// Time a connection waits for any reply (or to write) before it gives
     /// up; its messages in flight then count as failed.
     pub timeout: Duration,
+    /// Speak TLS to the server (spec: #tls).
+    pub tls: Option<TlsOptions>,
 }
 
 /// How much to send.
@@ -81,8 +84,10 @@ pub enum BenchError {
     Connect {
         conn: u32,
         addr: SocketAddr,
-        source: std::io::Error,
+        source: ClientError,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     #[error("connection {conn}: NAME/PASS got replies {replies:02x?} instead of [00, 00]; the server refused the login")]
     LoginRejected { conn: u32, replies: Vec<u8> },
     #[error("connection {conn}: login failed: {source}")]
@@ -215,6 +220,10 @@ fn new_histogram() -> Histogram<u64> {
 async fn bench(args: &BenchOptions) -> Result<BenchReport, BenchError> {
     let (plan, io_timeout) = (args.plan, args.timeout);
     let addr = resolve(&args.host, args.port).await?;
+    let tls = match &args.tls {
+        Some(options) => Some(Arc::new(ClientTls::new(options)?)),
+        None => None,
+    };
     let conns = args.conns;
     let window = args.window as usize;
     let size = usize::from(args.size);
@@ -240,9 +249,10 @@ async fn bench(args: &BenchOptions) -> Result<BenchReport, BenchError> {
     let mut logins = Vec::with_capacity(conns as usize);
     for conn in 0..conns {
         let gate = gate.clone();
+        let tls = tls.clone();
         logins.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            login(conn, addr, io_timeout).await
+            login(conn, addr, tls.as_deref(), io_timeout).await
         }));
     }
     let mut streams = Vec::with_capacity(conns as usize);
@@ -359,12 +369,23 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, BenchError> {
     })
 }
 
-/// Connects and sends NAME and PASS in one write; both must be acknowledged.
-async fn login(conn: u32, addr: SocketAddr, io_timeout: Duration) -> Result<TcpStream, BenchError> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| BenchError::Connect { conn, addr, source })?;
-    let _ = stream.set_nodelay(true);
+/// Connects (with TLS, if given) and sends NAME and PASS in one write; both
+/// must be acknowledged.
+async fn login(
+    conn: u32,
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    io_timeout: Duration,
+) -> Result<Stream, BenchError> {
+    let mut stream = match timeout(io_timeout, Stream::connect(addr, tls)).await {
+        Ok(connected) => connected.map_err(|source| BenchError::Connect { conn, addr, source })?,
+        Err(_) => {
+            return Err(BenchError::LoginTimeout {
+                conn,
+                secs: io_timeout.as_secs_f64(),
+            })
+        }
+    };
     let name = format!("bench-{conn}");
     let mut hello = Frame::Name(name.as_bytes()).to_bytes().expect("short name");
     Frame::Pass(b"A")
@@ -373,6 +394,7 @@ async fn login(conn: u32, addr: SocketAddr, io_timeout: Duration) -> Result<TcpS
     let mut replies = [0xAAu8; 2];
     let exchange = async {
         stream.write_all(&hello).await?;
+        stream.flush().await?;
         stream.read_exact(&mut replies).await
     };
     match timeout(io_timeout, exchange).await {
@@ -418,7 +440,7 @@ impl Tally {
 /// Keeps the window full until the quota is sent or the deadline passed,
 /// then waits for the last replies and closes with CLOSE.
 async fn drive(
-    mut stream: TcpStream,
+    mut stream: Stream,
     shared: &Shared,
     shard: usize,
     quota: u64,
@@ -437,7 +459,13 @@ async fn drive(
         let room = (shared.window - in_flight).min(usize::try_from(unsent).unwrap_or(usize::MAX));
         if sending && room > 0 {
             let bytes = &shared.frames[..room * shared.frame_len];
-            match timeout(shared.io_timeout, stream.write_all(bytes)).await {
+            // TLS holds what it encrypted until flushed; for TCP the flush
+            // does nothing.
+            let write = async {
+                stream.write_all(bytes).await?;
+                stream.flush().await
+            };
+            match timeout(shared.io_timeout, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
                     // Part of the write may have reached the server, but none
@@ -491,6 +519,7 @@ async fn drive(
     // Not part of the measurement: a clean CLOSE so the server logs a normal end.
     let _ = timeout(shared.io_timeout, async {
         stream.write_all(&[TAG_CLOSE]).await?;
+        stream.flush().await?;
         stream.read(&mut replies[..1]).await
     })
     .await;

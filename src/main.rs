@@ -116,6 +116,8 @@ struct ServeArgs {
     nats: cli::nats::NatsServeArgs,
     #[command(flatten)]
     users: cli::users::UsersArgs,
+    #[command(flatten)]
+    tls: cli::tls::ServeTlsArgs,
 }
 
 /// Why `msglog serve`'s options cannot be used together.
@@ -159,6 +161,7 @@ impl ServeArgs {
             stats_interval: self.stats_interval,
             verifier: None,
             nats: self.nats.options(),
+            tls: self.tls.files(),
             limits: Limits {
                 max_connections: self.max_connections,
                 handshake_timeout: self.handshake_timeout,
@@ -229,6 +232,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls_summary = match &config.tls {
+        None => "",
+        Some(tls) if tls.name_from_cert => ", TLS, names from client certificates",
+        Some(tls) if tls.require_client_cert => ", TLS, client certificates required",
+        Some(tls) if tls.client_ca.is_some() => ", TLS, client certificates checked",
+        Some(_) => ", TLS",
+    };
     // A NOTIFY_SOCKET that cannot be used is reported after the first line
     // and otherwise ignored: serving matters more.
     let (notifier, notify_error) = match cli::notify::Notifier::from_env() {
@@ -268,13 +278,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         // With NATS there is no file to reopen; SIGHUP is still handled, so
         // that a logrotate meant for another setup does not end the server,
-        // and it reloads the users file.
-        spawn_reopen_on_sighup(server.log_reopener(), notifier.clone(), users.clone());
+        // and it reloads the users file and the TLS files.
+        spawn_reload_on_sighup(
+            server.log_reopener(),
+            server.tls_reloader(),
+            notifier.clone(),
+            users.clone(),
+        );
         let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
         //= spec/protocol.md#diagnostics
         //# The first line the server prints MUST name the addresses it listens on
         //# and the log file.
-        println!("msglog listening on {}, {sink_text}", addrs.join(" and "));
+        println!(
+            "msglog listening on {}, {sink_text}{tls_summary}",
+            addrs.join(" and ")
+        );
         if let Some(nats) = server.nats_sink() {
             tracing::info!(server_id = nats.server_id(), created_stream = nats.created_stream(), "storing messages in NATS JetStream");
         }
@@ -333,8 +351,9 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-fn spawn_reopen_on_sighup(
+fn spawn_reload_on_sighup(
     log: Option<msglog::server::LogReopener>,
+    tls: Option<msglog::server::TlsReloader>,
     notifier: Option<Arc<cli::notify::Notifier>>,
     users: Option<UsersVerifier>,
 ) {
@@ -346,7 +365,8 @@ fn spawn_reopen_on_sighup(
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             if let Some(notifier) = &notifier {
-                notifier.reloading("SIGHUP: reopening the log, reloading the users file");
+                notifier
+                    .reloading("SIGHUP: reopening the log, reloading the users file and TLS files");
             }
             let status = match &log {
                 None => {
@@ -369,8 +389,24 @@ fn spawn_reopen_on_sighup(
             if let Some(users) = &users {
                 users.reload_and_report().await;
             }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded; new connections use them"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: reloading TLS failed; still serving the previous certificate")
+                    }
+                }
+            }
             if let Some(notifier) = &notifier {
                 notifier.ready(&status);
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded; new connections use them"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: reloading TLS failed; still serving the previous certificate")
+                    }
+                }
             }
         }
     });

@@ -37,6 +37,7 @@ fn short_timeouts() -> Options {
     Options {
         connect_timeout: Some(Duration::from_secs(5)),
         reply_timeout: Some(Duration::from_millis(300)),
+        tls: None,
     }
 }
 

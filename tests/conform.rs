@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+mod common;
+
 fn msglog() -> Command {
     Command::new(env!("CARGO_BIN_EXE_msglog"))
 }
@@ -611,6 +613,61 @@ fn msglog_serve_passes_conform_server() {
     assert!(rule(&report, "msg")["checks"].as_u64().unwrap() >= 2000);
     let summary = &report["summary"];
     assert_eq!(summary["fail"], 0);
+}
+
+//= spec/protocol.md#tls
+//= type=test
+//# Inside TLS, client and server MUST speak the protocol of this document unchanged.
+#[test]
+fn msglog_serve_with_tls_passes_conform_server_with_tls() {
+    use common::certs::{Ca, Validity};
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::new(certs.path(), "ca");
+    let cert = ca.server("server", Validity::Now);
+    let mut serve = msglog();
+    serve
+        .args(["serve", "0", "--bind", "127.0.0.1"])
+        .args(["--handshake-timeout", "1", "--stats-interval", "0"])
+        .arg("--tls-cert")
+        .arg(&cert.cert)
+        .arg("--tls-key")
+        .arg(&cert.key)
+        .env("RUST_LOG", "warn");
+    let server = ServerProcess::start(serve);
+    let log = server.log.display().to_string();
+    let ca_file = ca.pem.cert.display().to_string();
+    let (status, report) = conform(&[
+        "server",
+        &server.addr(),
+        "--json",
+        "--log",
+        &log,
+        "--handshake-timeout",
+        "1",
+        "--clients",
+        "200",
+        "--tls",
+        "--ca",
+        &ca_file,
+    ]);
+    assert_eq!(status, 0, "{report:#}");
+    assert!(failed(&report).is_empty(), "{report:#}");
+    assert_eq!(
+        with_status(&report, "not-exercised"),
+        ["PayloadOverLimit", "AppendFailed", "ShuttingDown"],
+        "{report:#}"
+    );
+    assert!(rule(&report, "msg")["checks"].as_u64().unwrap() >= 200);
+    // Without --tls the check cannot even start: the server wants TLS.
+    let (status, _) = {
+        let out = msglog()
+            .args(["conform", "server", &server.addr(), "--clients", "0"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code(), out)
+    };
+    assert_ne!(status, Some(0));
 }
 
 /// The same with the JSON-lines log: its records are checked too.

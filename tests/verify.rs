@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use msglog::proto::engine::VerifyRequest;
 use msglog::proto::Frame;
-use msglog::server::{Config, Limits, PasswordVerifier, Verdict};
+use msglog::server::{Config, Limits, PasswordVerifier, Peer, Verdict};
 use msglog::testkit::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,7 +24,7 @@ struct Slow {
 }
 
 impl PasswordVerifier for Slow {
-    fn verify(&self, request: VerifyRequest, _peer: SocketAddr) -> Verdict {
+    fn verify(&self, request: VerifyRequest, _peer: &Peer) -> Verdict {
         self.asked.fetch_add(1, Ordering::SeqCst);
         let (delay, never) = (self.delay, self.never);
         Box::pin(async move {

@@ -16,6 +16,12 @@ and, new here, a context manager::
         c.msg("héllo")                          # str is sent as UTF-8
         c.msg(b"\\x00\\x01 binary")              # bytes are sent as they are
 
+and, also new, TLS (the server runs with ``--tls-cert``/``--tls-key``)::
+
+    c = client.client("MyUser", "A", tls=True, cafile="ca.pem")
+    c = client.client("alice", "A", tls=True, cafile="ca.pem",
+                      certfile="alice.pem", keyfile="alice.key")   # mutual TLS
+
 Unlike the original client, it counts lengths in encoded bytes, accepts
 ``str`` (sent as UTF-8) or ``bytes`` for names, passwords and messages,
 raises a :class:`ClientError` for every failure (never swallows one), refuses
@@ -34,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import struct
 import threading
 from types import TracebackType
@@ -57,6 +64,7 @@ __all__ = [
     "ProtocolError",
     "Rejected",
     "Timeout",
+    "TlsError",
     "TooLong",
     "client",
 ]
@@ -77,6 +85,9 @@ TAG_MSG: Final = 3
 CLOSE_FRAME: Final = b"\x04"
 REPLY_ACK: Final = 0x00
 REPLY_REJECT: Final = 0xFF
+#: The first byte of a TLS alert record: what a TLS server answers a client
+#: without TLS with; no msglog reply starts so.
+TLS_ALERT_RECORD: Final = 0x15
 
 #: What names, passwords and messages may be: ``str`` is sent as UTF-8.
 Payload: TypeAlias = str | bytes | bytearray | memoryview
@@ -117,6 +128,13 @@ class MessageTooLong(TooLong):
 
 class ConnectFailed(ClientError):
     """The TCP connection to the server could not be opened."""
+
+
+class TlsError(ConnectFailed):
+    """TLS failed: the certificates did not verify, or only one side speaks TLS.
+
+    The message says which, and what to change.
+    """
 
 
 class NotConnected(ClientError):
@@ -237,6 +255,12 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
     ``localhost`` and 5555. ``timeout`` (seconds, ``None`` to wait forever)
     bounds opening the connection and waiting for each reply.
 
+    With ``tls=True`` the session runs inside TLS 1.2 or 1.3 and the server's
+    certificate is verified against ``cafile`` (PEM; default: the system's
+    CA certificates) for the name ``server_hostname`` (default: ``host``).
+    ``certfile`` and ``keyfile`` (PEM) present a client certificate, for a
+    server that asks for one (mutual TLS).
+
     The attributes ``name``, ``password``, ``host``, ``port`` and
     ``timeout`` may be changed; the change applies at the next
     :meth:`connect`.
@@ -253,12 +277,23 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
         port: int | None = None,
         defer: bool = False,
         timeout: float | None = DEFAULT_TIMEOUT,
+        *,
+        tls: bool = False,
+        cafile: str | os.PathLike[str] | None = None,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.name: Payload = name
         self.password: Payload = password
         self.host: str = _default_host() if host is None else host
         self.port: int = _default_port() if port is None else port
         self.timeout: float | None = timeout
+        self.tls = tls
+        self.cafile = cafile
+        self.certfile = certfile
+        self.keyfile = keyfile
+        self.server_hostname = server_hostname
         self._sock: socket.socket | None = None
         # Serialises the transactions of threads sharing this client: a reply
         # must be read by the thread that sent its frame.
@@ -299,6 +334,8 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
             if not isinstance(self.host, str):
                 raise InvalidArgument(f"the host must be str, not {type(self.host).__name__}")
             timeout = _check_timeout(self.timeout)
+            # Unusable TLS files fail here, before any traffic.
+            context = self._tls_context() if self.tls else None
             # The old session is gone either way (its socket is closed); a
             # failed goodbye must not stop the new session, which is how a
             # caller recovers from a broken one.
@@ -322,9 +359,62 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
             # socket that does not support it is fine.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if context is not None:
+                sock = self._start_tls(sock, port, context)
             self._sock = sock
             self._transact(_frame(TAG_NAME, name), "name", NameRejected)
             self._transact(_frame(TAG_PASS, password), "password", PasswordRejected)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS settings: TLS 1.2 or newer, the server verified."""
+        ##= spec/protocol.md#tls
+        ##% A client that speaks TLS MUST offer only TLS 1.3 and TLS 1.2, and MUST verify the server's certificate.
+        try:
+            context = ssl.create_default_context(cafile=self.cafile)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.certfile is not None or self.keyfile is not None:
+                if self.certfile is None:
+                    raise InvalidArgument("keyfile= needs certfile=, the client certificate")
+                context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as e:
+            raise InvalidArgument(
+                f"cannot use the TLS files (cafile={self.cafile!r}, "
+                f"certfile={self.certfile!r}, keyfile={self.keyfile!r}): {e}; "
+                "give PEM files: cafile the CA that signed the server's "
+                "certificate, certfile and keyfile the client's certificate and key"
+            ) from e
+        return context
+
+    def _start_tls(
+        self, sock: socket.socket, port: int, context: ssl.SSLContext
+    ) -> socket.socket:
+        """The TLS handshake on a fresh connection; closes it on failure."""
+        peer = f"{self.host}:{port}"
+        try:
+            return context.wrap_socket(sock, server_hostname=self.server_hostname or self.host)
+        except ssl.SSLCertVerificationError as e:
+            sock.close()
+            raise TlsError(
+                f"the certificate of {peer} did not verify: {e.verify_message}; "
+                "pass cafile= the CA that signed it, or server_hostname= a name it carries"
+            ) from e
+        except TimeoutError as e:
+            sock.close()
+            raise Timeout(f"no TLS handshake with {peer} within {self.timeout} s") from e
+        except (ssl.SSLError, OSError) as e:
+            sock.close()
+            ##= spec/protocol.md#tls
+            ##% A client that speaks TLS and gets 0xFF in answer to its TLS handshake MUST report that the server does not serve TLS or refused the connection.
+            # Python's ssl module does not show the bytes that broke the
+            # handshake; a msglog server without TLS answers 0xFF and closes,
+            # which OpenSSL reports as one of these.
+            raise TlsError(
+                f"the TLS handshake with {peer} failed ({e}): if the server runs "
+                "without TLS (it answers a TLS handshake with 0xFF), connect with "
+                "tls=False or start it with --tls-cert/--tls-key; if it asks for a "
+                "client certificate, pass certfile= and keyfile=; a server at its "
+                "connection limit also ends the handshake at once (retry later)"
+            ) from e
 
     def msg(self, message: Payload) -> None:
         """Sends one message and returns once the server has logged it.
@@ -416,6 +506,14 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
             return
         # After 0xFF the server closes; so do we.
         self._drop()
+        ##= spec/protocol.md#tls
+        ##% A client that does not speak TLS and gets a TLS alert record (first byte 0x15) in answer to its NAME MUST report that the server serves TLS.
+        if reply == TLS_ALERT_RECORD and what == "name" and not self.tls:
+            raise TlsError(
+                f"{self.host}:{self.port} answered with a TLS alert: it serves msglog "
+                "inside TLS; connect with tls=True (and cafile= the CA that signed "
+                "its certificate)"
+            )
         if reply == REPLY_REJECT:
             raise rejected(
                 f"the server rejected the {what} (0xFF) and closed the session: {rejected.hint}"
@@ -438,6 +536,14 @@ class client:  # noqa: N801 - the original API's class name, kept for drop-in us
                 f"no reply to the {what} from {peer} within {sock.gettimeout()} s; "
                 "the session is closed (the frame may or may not have been "
                 "processed): connect() again, or raise the timeout"
+            ) from e
+        except ssl.SSLError as e:
+            # With TLS 1.3 a server refuses a client certificate (or its
+            # absence) after the handshake: the alert arrives here.
+            raise TlsError(
+                f"TLS with {peer} failed during the {what}: {e}; if the server "
+                "asks for a client certificate, pass certfile= and keyfile= with "
+                "one that its client CA signed and that is valid now"
             ) from e
         except OSError as e:
             raise ConnectionClosed(

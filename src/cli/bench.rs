@@ -47,11 +47,14 @@ pub struct BenchArgs {
     /// up; its messages in flight then count as failed (0.1 to 3600).
     #[arg(long, value_name = "SECS", default_value = secs_text(defaults::BENCH_TIMEOUT), value_parser = seconds(TIMEOUT))]
     timeout: Duration,
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
 impl From<BenchArgs> for BenchOptions {
     fn from(a: BenchArgs) -> BenchOptions {
         BenchOptions {
+            tls: a.tls.options(&a.host),
             host: a.host,
             port: a.port,
             conns: a.conns,

@@ -106,6 +106,8 @@ struct ServerArgs {
     /// Read the session vectors from DIR instead of the built-in copy of spec/vectors.
     #[arg(long, value_name = "DIR")]
     vectors: Option<PathBuf>,
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
 impl ConformArgs {
@@ -127,6 +129,9 @@ impl From<ConformArgs> for ConformOptions {
                 command: a.command,
             }),
             ConformCommand::Server(a) => ConformOptions::Server(ServerOptions {
+                // The server's certificate must carry the host of HOST:PORT
+                // unless --tls-server-name says otherwise.
+                tls: a.tls.options(target_host(&a.target)),
                 target: a.target,
                 log: a.log,
                 json: a.json,
@@ -138,4 +143,10 @@ impl From<ConformArgs> for ConformOptions {
             }),
         }
     }
+}
+
+/// The host of `HOST:PORT` (`[::1]:5555` gives `::1`).
+fn target_host(target: &str) -> &str {
+    let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }

@@ -10,6 +10,7 @@ pub mod notify;
 pub mod passwd;
 pub mod read;
 pub mod send;
+pub mod tls;
 pub mod users;
 pub mod values;
 

@@ -36,11 +36,15 @@ pub struct SendArgs {
     /// is sent as one message.
     #[arg(value_name = "MESSAGE")]
     messages: Vec<OsString>,
+
+    #[command(flatten)]
+    tls: super::tls::ClientTlsArgs,
 }
 
 impl From<SendArgs> for SendOptions {
     fn from(a: SendArgs) -> SendOptions {
         SendOptions {
+            tls: a.tls.options(&a.host),
             host: a.host,
             port: a.port,
             name: a.name,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Client, ClientError, Options, PipelineError, Source};
+use super::{Client, ClientError, ClientTls, Options, PipelineError, Source, TlsOptions};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 
 /// Exit code: a local failure: standard input could not be read, or the
@@ -32,6 +32,9 @@ pub const EXIT_NAME_REJECTED: u8 = 4;
 pub const EXIT_PASSWORD_REJECTED: u8 = 5;
 /// Exit code: a message was rejected by the server, or was too long to send.
 pub const EXIT_MESSAGE_REJECTED: u8 = 6;
+/// Exit code: the options cannot be used (as for a command-line error): a
+/// TLS file could not be read.
+pub const EXIT_USAGE: u8 = 2;
 
 /// Messages in flight at a time: enough to keep a loopback connection busy.
 const WINDOW: usize = 256;
@@ -41,8 +44,9 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit status:
   0  every message was acknowledged (written to the server's log)
   1  reading standard input failed
-  2  usage error
-  3  connection failed: server unreachable or refusing, connection lost, timeout
+  2  usage error, or a TLS file (--ca, --cert, --key) that cannot be used
+  3  connection failed: server unreachable or refusing, connection lost,
+     timeout, TLS failed (or used on one side only)
   4  the server rejected the name
   5  the server rejected the password
   6  a message was rejected by the server, or longer than 65535 bytes";
@@ -61,6 +65,8 @@ pub struct SendOptions {
     pub timeout: Duration,
     /// Messages to send, one each; empty: each line of standard input.
     pub messages: Vec<OsString>,
+    /// Speak TLS to the server (spec: #tls).
+    pub tls: Option<TlsOptions>,
 }
 
 /// Runs `msglog send` on a runtime of its own; prints errors to stderr and
@@ -111,7 +117,7 @@ impl Login {
             (self.host.as_str(), self.port),
             self.name.as_encoded_bytes(),
             self.password.as_encoded_bytes(),
-            self.options,
+            self.options.clone(),
         )
         .await
         .map_err(|e| login_failure(e, self))
@@ -119,6 +125,12 @@ impl Login {
 }
 
 async fn send(args: SendOptions) -> Result<(), Failure> {
+    let tls = match &args.tls {
+        Some(options) => {
+            Some(ClientTls::new(options).map_err(|e| failure(EXIT_USAGE, e.to_string()))?)
+        }
+        None => None,
+    };
     let login = Login {
         server: format!("{}:{}", args.host, args.port),
         host: args.host,
@@ -128,6 +140,7 @@ async fn send(args: SendOptions) -> Result<(), Failure> {
         options: Options {
             connect_timeout: Some(args.timeout),
             reply_timeout: Some(args.timeout),
+            tls,
         },
     };
     let mut client = login.connect().await?;
@@ -186,7 +199,7 @@ fn login_failure(error: ClientError, login: &Login) -> Failure {
         ),
         ClientError::PasswordRejected => failure(
             EXIT_PASSWORD_REJECTED,
-            format!("the server at {server} rejected the password for {name:?}; check --password or MSGLOG_PASSWORD"),
+            format!("the server at {server} rejected the password for {name:?}; check --password or MSGLOG_PASSWORD (with a client certificate, --cert, the server may also require --name to be one of the certificate's names)"),
         ),
         ClientError::PasswordTooLong { len } => failure(
             EXIT_PASSWORD_REJECTED,
@@ -212,8 +225,22 @@ fn login_failure(error: ClientError, login: &Login) -> Failure {
             EXIT_CONNECTION_FAILED,
             format!("{server} answered 0x{byte:02x}, which a msglog server never sends; check --host/--port"),
         ),
+        ClientError::Tls { reason, advice } => failure(
+            EXIT_CONNECTION_FAILED,
+            format!("TLS with {server} failed: {reason}; {advice}"),
+        ),
+        ClientError::NotTlsServer => failure(
+            EXIT_CONNECTION_FAILED,
+            format!("{server} answered the TLS handshake with 0xFF: it serves msglog without TLS (drop --tls, or start the server with --tls-cert/--tls-key), or it is at its connection limit (retry later)"),
+        ),
+        ClientError::TlsServer => failure(
+            EXIT_CONNECTION_FAILED,
+            format!("{server} answered with a TLS alert: it serves msglog inside TLS; add --tls (and --ca FILE if its certificate is not signed by a CA this system trusts)"),
+        ),
         // Not produced by a login; reported as they are.
-        error @ (ClientError::MessageRejected { .. } | ClientError::MessageTooLong { .. }) => {
+        error @ (ClientError::MessageRejected { .. }
+        | ClientError::MessageTooLong { .. }
+        | ClientError::TlsSetup(_)) => {
             failure(EXIT_CONNECTION_FAILED, format!("login to {server} failed: {error}"))
         }
     }

@@ -14,7 +14,10 @@ pub enum ClientError {
     NameRejected,
     /// The server answered PASS with 0xFF, and the password breaks a PASS
     /// rule.
-    #[error("the server rejected the password and closed the connection; check the password and connect again")]
+    ///
+    /// With mutual TLS the server may also take NAME from the client
+    /// certificate: a NAME that is not one of its names fails the same way.
+    #[error("the server rejected the password and closed the connection; check the password and connect again (with a client certificate, the server may also require NAME to be one of the certificate's names)")]
     PasswordRejected,
     /// The server answered NAME or PASS with 0xFF although the protocol's
     /// rules accept them: it refused the connection as a whole (it is at its
@@ -56,12 +59,40 @@ pub enum ClientError {
     /// this: a late reply would be taken for the next one.
     #[error("no answer from the server within {after:?} while {during}; check that the server is running and not overloaded, or raise the timeout")]
     Timeout { during: Operation, after: Duration },
+    /// The client's TLS settings could not be loaded; nothing was sent.
+    #[error(transparent)]
+    TlsSetup(#[from] super::tls::TlsSetupError),
+    /// The TLS handshake failed, or the server ended TLS with an alert
+    /// (for instance because it refused the client's certificate).
+    #[error("TLS with the server failed: {reason}; {advice}")]
+    Tls {
+        reason: String,
+        advice: &'static str,
+    },
+    /// The server answered the TLS handshake with 0xFF: it speaks msglog
+    /// without TLS, or it is at its connection limit (which it says with
+    /// 0xFF before any TLS).
+    #[error("the server answered the TLS handshake with 0xFF: it serves msglog without TLS (connect without TLS, or start the server with --tls-cert/--tls-key), or it is at its connection limit (retry later)")]
+    NotTlsServer,
+    /// The server answered NAME with a TLS alert: it serves msglog inside
+    /// TLS.
+    #[error("the server answered with a TLS alert: it serves msglog inside TLS; connect with TLS (msglog send --tls)")]
+    TlsServer,
 }
 
 impl ClientError {
     /// An I/O error, with the ways a peer can end a connection folded into
     /// `ConnectionClosed`, so callers need not know the OS's error kinds.
     pub(crate) fn from_io(e: io::Error) -> Self {
+        if let Some(tls) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return ClientError::Tls {
+                reason: tls.to_string(),
+                advice: super::tls::advice(tls),
+            };
+        }
         match e.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted

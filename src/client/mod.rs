@@ -52,7 +52,7 @@ use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::net::ToSocketAddrs;
 use tokio::time::Instant;
 
 use crate::defaults;
@@ -61,8 +61,11 @@ use crate::proto::{step, Frame, Response, State, ACK, NAK};
 pub mod blocking;
 pub mod cli;
 mod error;
+pub(crate) mod tls;
 
 pub use error::{ClientError, Operation, PipelineError};
+use tls::TLS_ALERT_RECORD;
+pub use tls::{ClientTls, Sniff, Stream, TlsOptions, TlsSetupError};
 
 /// The most messages [`Client::send_pipelined`] keeps in flight. Larger
 /// windows are clamped to it: it keeps the unread replies (one byte each)
@@ -70,22 +73,27 @@ pub use error::{ClientError, Operation, PipelineError};
 /// this client blocks on writing.
 pub const MAX_WINDOW: usize = 1024;
 
-/// Timeouts of a [`Client`]. `None` waits as long as the operating system does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Timeouts of a [`Client`], and TLS. A timeout of `None` waits as long as
+/// the operating system does.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Limit on resolving the address and opening the TCP connection.
     pub connect_timeout: Option<Duration>,
     /// Limit on each wait for the server: writing a frame, or the next reply
     /// while a transaction is unanswered.
     pub reply_timeout: Option<Duration>,
+    /// Speak the protocol inside TLS (spec: #tls); `None`: in clear text.
+    /// The connect timeout covers the TLS handshake.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for Options {
-    /// 10 seconds to connect, 30 seconds for each reply.
+    /// 10 seconds to connect, 30 seconds for each reply, no TLS.
     fn default() -> Self {
         Options {
             connect_timeout: Some(defaults::CONNECT_TIMEOUT),
             reply_timeout: Some(defaults::REPLY_TIMEOUT),
+            tls: None,
         }
     }
 }
@@ -103,7 +111,7 @@ impl Default for Options {
 /// noticed first); connect again and resend what was not acknowledged.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     options: Options,
     /// Encoding buffer, reused so that a send does not allocate.
     out: Vec<u8>,
@@ -144,13 +152,9 @@ impl Client {
         let stream = within(
             options.connect_timeout,
             Operation::Connect,
-            TcpStream::connect(addr),
+            Stream::connect(addr, options.tls.as_ref()),
         )
-        .await?
-        .map_err(ClientError::from_io)?;
-        // Frames are small and each waits for a reply: Nagle's algorithm
-        // would only add delay.
-        stream.set_nodelay(true)?;
+        .await??;
         let mut client = Client {
             stream,
             options,
@@ -174,6 +178,9 @@ impl Client {
                     ClientError::NameRejected,
                 ));
             }
+            //= spec/protocol.md#tls
+            //# A client that does not speak TLS and gets a TLS alert record (first byte 0x15) in answer to its NAME MUST report that the server serves TLS.
+            TLS_ALERT_RECORD if !client.stream.is_tls() => return Err(ClientError::TlsServer),
             byte => return Err(ClientError::UnexpectedReply { byte }),
         }
         match client.transact(&pass_frame, Operation::Password).await? {
@@ -248,7 +255,11 @@ impl Client {
         }
         let stream = &mut self.stream;
         let result = within(self.options.reply_timeout, during, async {
-            let written = stream.write_all(frame).await;
+            // TLS holds what it encrypted until flushed.
+            let written = match stream.write_all(frame).await {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
+            };
             // A server that refuses the connection sends 0xFF and closes
             // without reading, so the write may fail with that 0xFF already
             // here: it explains more than the write error does.
@@ -359,11 +370,12 @@ impl Client {
                     if in_flight == 0 {
                         waiting_since = Instant::now();
                     }
-                    let write = within(
-                        reply_timeout,
-                        Operation::Message,
-                        self.stream.write_all(&self.out),
-                    )
+                    let stream = &mut self.stream;
+                    let out = &self.out;
+                    let write = within(reply_timeout, Operation::Message, async {
+                        stream.write_all(out).await?;
+                        stream.flush().await
+                    })
                     .await;
                     match write {
                         Ok(Ok(())) => sent += 1,

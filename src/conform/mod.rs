@@ -68,6 +68,8 @@ pub enum ConformError {
     Resolve { target: String, reason: String },
     #[error("cannot reach the server at {target}: {reason}; check that it is running and listening there")]
     Connect { target: String, reason: String },
+    #[error(transparent)]
+    Tls(crate::client::TlsSetupError),
     #[error("bad vector file {file}: {reason}")]
     Vectors { file: String, reason: String },
     #[error("cannot read the vectors in {dir}: {source}")]
@@ -129,6 +131,8 @@ pub struct ServerOptions {
     /// Read the session vectors from this directory instead of the built-in
     /// copy of spec/vectors.
     pub vectors: Option<PathBuf>,
+    /// Speak TLS to the server.
+    pub tls: Option<crate::client::TlsOptions>,
 }
 
 fn print(report: &ConformReport, json: bool) {
@@ -172,7 +176,17 @@ pub fn run_conform(options: ConformOptions) -> ExitCode {
                 Ok(v) => v,
                 Err(e) => return error(&e),
             };
+            let tls = match a
+                .tls
+                .as_ref()
+                .map(crate::client::ClientTls::new)
+                .transpose()
+            {
+                Ok(tls) => tls,
+                Err(e) => return error(&ConformError::Tls(e)),
+            };
             let check = server::ServerCheck {
+                tls,
                 target: a.target,
                 log: a.log,
                 vectors,

@@ -1,4 +1,5 @@
-//! One connection's IO: the socket, the per-thread scratch buffers,
+//! One connection's IO: the transport (TCP, or TLS over it; see
+//! `transport`), the per-thread scratch buffers,
 //! busy-polling, handing records to the log writer, writing replies, and
 //! sleeping until the engine's next deadline. Every protocol decision
 //! (framing, the state table, pipelining, backpressure, timeouts, shutdown)
@@ -22,7 +23,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,17 +31,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::sleep_until;
 
 use crate::proto::engine::{AppendSink, End, Engine, Processed, Settings, VerifyRequest};
+use crate::proto::machine::Violation;
 use crate::proto::record::encode_record;
 use crate::proto::{encode_json_record, JsonContext, LogFormat};
 
 use super::budget::{charge_for, read_limit, FrameBudget};
 use super::rate::{ConnectionRate, NameBuckets, Rate};
 use super::sink::{Encoding, Sink, Staged};
+use super::tls::TLS_HANDSHAKE_RECORD;
+use super::transport::Transport;
 use super::{Limits, Stats};
 
 /// Size of each thread's read buffer: one read takes this many bytes of
@@ -64,9 +66,36 @@ const LINGER_MAX_BYTES: usize = 1 << 20;
 /// Checks passwords for the session engine (spec: #pass): a users file
 /// with argon2id, for example. Verification is slow on purpose, so it must
 /// not run on the connection's task: the future it returns is awaited
-/// beside the connection's timers.
+/// beside the connection's timers. `peer` is the client's address and, with
+/// mutual TLS, the names its certificate vouches for.
 pub trait PasswordVerifier: Send + Sync + std::fmt::Debug + 'static {
-    fn verify(&self, request: VerifyRequest, peer: SocketAddr) -> Verdict;
+    fn verify(&self, request: VerifyRequest, peer: &Peer) -> Verdict;
+}
+
+/// Who is at the other end of a connection, as far as the server knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The names the client's certificate vouches for (its subject's common
+    /// names, its DNS and URI alternative names), verified against the
+    /// server's client CA; empty without TLS or without a client
+    /// certificate.
+    pub certified_names: Vec<String>,
+}
+
+impl Peer {
+    /// A peer known only by its address.
+    pub fn plain(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            certified_names: Vec::new(),
+        }
+    }
+
+    /// Whether `name` is exactly one of the certified names.
+    pub fn certifies(&self, name: &[u8]) -> bool {
+        self.certified_names.iter().any(|n| n.as_bytes() == name)
+    }
 }
 
 /// A password verdict to come: `true` when the password verifies.
@@ -89,9 +118,9 @@ pub(crate) struct ServerContext {
     pub name_rates: Option<Arc<NameBuckets>>,
 }
 
-pub(crate) struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
+pub(crate) struct Connection<S: Transport> {
+    stream: S,
+    peer: Peer,
     engine: Engine,
     ctx: Arc<ServerContext>,
     /// The peer address as the JSON log writes it; made once.
@@ -104,9 +133,12 @@ pub(crate) struct Connection {
     /// Whether to busy-poll for the next frame after replying: true while
     /// the client's next frame has been coming within the busy-poll budget.
     busy_poll_pays: bool,
+    /// The first byte the client sent, to tell a TLS client on a plaintext
+    /// port in the closing diagnostic.
+    first_byte: Option<u8>,
 }
 
-impl Drop for Connection {
+impl<S: Transport> Drop for Connection<S> {
     fn drop(&mut self) {
         self.ctx.budget.recharge(self.charged, 0);
     }
@@ -159,17 +191,18 @@ impl AppendSink for RecordEncoder<'_> {
     }
 }
 
-impl Connection {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>) -> Self {
-        let _ = stream.set_nodelay(true);
+impl<S: Transport> Connection<S> {
+    /// A connection accepted at `accepted`: the handshake timeout runs from
+    /// then, TLS handshake included.
+    pub(crate) fn new(stream: S, peer: Peer, ctx: Arc<ServerContext>, accepted: Instant) -> Self {
         Connection {
             stream,
-            peer,
-            engine: Engine::new(ctx.settings.clone(), Instant::now()),
             peer_text: match ctx.log_format {
-                LogFormat::Jsonl => peer.to_string(),
+                LogFormat::Jsonl => peer.addr.to_string(),
                 LogFormat::Text => String::new(),
             },
+            peer,
+            engine: Engine::new(ctx.settings.clone(), accepted),
             rate: (ctx.rate.is_some() || ctx.name_rates.is_some()).then(|| {
                 Box::new(ConnectionRate::new(
                     ctx.rate,
@@ -180,6 +213,7 @@ impl Connection {
             ctx,
             charged: 0,
             busy_poll_pays: true,
+            first_byte: None,
         }
     }
 
@@ -194,14 +228,23 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Reports and counts the accepted connection now, and returns the
+    /// future that serves it. Not an `async fn` itself: nesting one future
+    /// in another would make every connection's task larger.
+    pub(crate) fn run(self, shutdown: watch::Receiver<bool>) -> impl Future<Output = ()> {
         //= spec/protocol.md#diagnostics
         //# The server MUST report each accepted and each closed connection with the peer's address.
-        tracing::info!(peer = %self.peer, "connection accepted");
+        tracing::info!(peer = %self.peer.addr, "connection accepted");
         self.ctx.stats.opened();
+        self.run_announced(shutdown)
+    }
+
+    /// Serves a connection whose acceptance was already reported and
+    /// counted (a TLS connection, after its handshake).
+    pub(crate) async fn run_announced(mut self, mut shutdown: watch::Receiver<bool>) {
         let outcome = self.serve(&mut shutdown).await;
         self.ctx.stats.closed();
-        let peer = self.peer;
+        let peer = self.peer.addr;
         let end = match outcome {
             Outcome::Io(e) => {
                 tracing::info!(peer = %peer, error = %e, "connection failed");
@@ -212,6 +255,14 @@ impl Connection {
         //= spec/protocol.md#diagnostics
         //# The server MUST report each rejection with the name of the rule that was broken.
         match end {
+            //= spec/protocol.md#tls
+            //# A server that does not serve TLS MUST answer a TLS handshake record as the unknown tag it is, and report it as a client that speaks TLS.
+            End::Rejected(v @ Violation::UnknownTag(TLS_HANDSHAKE_RECORD))
+                if self.first_byte == Some(TLS_HANDSHAKE_RECORD) =>
+            {
+                self.ctx.stats.rejected(&v);
+                tracing::warn!(peer = %peer, rule = v.rule(), reason = %v, "connection closed after 0xFF: this looks like a TLS client: start the server with --tls-cert/--tls-key, or connect without TLS")
+            }
             End::Rejected(v) => {
                 self.ctx.stats.rejected(&v);
                 tracing::info!(peer = %peer, rule = v.rule(), reason = %v, "connection closed after 0xFF")
@@ -223,6 +274,8 @@ impl Connection {
         }
         if end.lingers() {
             linger_close(&mut self.stream).await;
+        } else if matches!(end, End::ClientEnded | End::ClientEndedMidFrame { .. }) {
+            self.stream.finish(LINGER).await;
         }
     }
 
@@ -245,7 +298,7 @@ impl Connection {
         loop {
             if let Some(request) = self.engine.take_verify_request() {
                 verdict = Some(match &self.ctx.verifier {
-                    Some(verifier) => verifier.verify(request, self.peer),
+                    Some(verifier) => verifier.verify(request, &self.peer),
                     // Unreachable: without a verifier the engine decides.
                     None => Box::pin(std::future::ready(false)),
                 });
@@ -262,12 +315,14 @@ impl Connection {
                     armed = Some(deadline);
                 }
             }
-            if !self.engine.poll_transmit().is_empty() {
+            if !self.engine.poll_transmit().is_empty() || self.stream.has_pending_output() {
                 // Most often the socket takes the replies at once.
-                match self.stream.try_write(self.engine.poll_transmit()) {
+                match self.stream.try_send(self.engine.poll_transmit()) {
                     Ok(n) => {
-                        self.engine.transmitted(n, Instant::now());
-                        last_reply = Instant::now();
+                        if n > 0 {
+                            self.engine.transmitted(n, Instant::now());
+                            last_reply = Instant::now();
+                        }
                         continue;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -275,7 +330,7 @@ impl Connection {
                 }
                 tokio::select! {
                     biased;
-                    ready = self.stream.writable() => {
+                    ready = self.stream.send_ready() => {
                         if let Err(e) = ready {
                             return Outcome::Io(e);
                         }
@@ -407,7 +462,7 @@ impl Connection {
                         .stats
                         .appended(processed.appended, processed.appended_bytes),
                     Err(error) => {
-                        tracing::warn!(peer = %self.peer, error = %error, "append failed; rejecting the message")
+                        tracing::warn!(peer = %self.peer.addr, error = %error, "append failed; rejecting the message")
                     }
                 }
                 self.engine
@@ -423,6 +478,12 @@ impl Connection {
             let mut read = ReadBuf::new(scratch);
             match Pin::new(stream).poll_read(cx, &mut read) {
                 Poll::Pending => Poll::Pending,
+                //= spec/protocol.md#tls
+                //# A server MUST take a TLS session that the client ends without close_notify as an end of stream.
+                // TLS: the client closed its socket without a close_notify.
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(0))
+                }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
             }
@@ -445,7 +506,7 @@ impl Connection {
     /// while no more connections are open than there are CPUs, so that
     /// spinning only uses a CPU that would otherwise sit idle.
     fn should_busy_poll(&self) -> bool {
-        self.busy_poll_pays && self.busy_poll_allowed()
+        S::BUSY_POLLS && self.busy_poll_pays && self.busy_poll_allowed()
     }
 
     fn busy_poll_allowed(&self) -> bool {
@@ -463,20 +524,7 @@ impl Connection {
         let start = Instant::now();
         self.ctx.stats.busy_polls.fetch_add(1, Relaxed);
         loop {
-            let polled = self.input_from(|stream, scratch| {
-                match (&*socket2::SockRef::from(&*stream)).read(scratch) {
-                    Ok(n) => Poll::Ready(Ok(n)),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        Poll::Pending
-                    }
-                    Err(e) => Poll::Ready(Err(e)),
-                }
-            });
+            let polled = self.input_from(|stream, scratch| stream.read_now(scratch));
             if let Poll::Ready(input) = polled {
                 self.ctx.stats.busy_poll_hits.fetch_add(1, Relaxed);
                 return Some(input);
@@ -518,7 +566,7 @@ impl Connection {
     /// batch's records with the log.
     fn input_from(
         &mut self,
-        read: impl FnOnce(&mut TcpStream, &mut [u8]) -> Poll<std::io::Result<usize>>,
+        read: impl FnOnce(&mut S, &mut [u8]) -> Poll<std::io::Result<usize>>,
     ) -> Poll<std::io::Result<Input>> {
         let Some(limit) = self.read_limit() else {
             return Poll::Ready(Ok(Input::Deferred));
@@ -533,6 +581,9 @@ impl Connection {
                 return Poll::Ready(Ok(Input::Eof));
             }
             let bytes = &scratch[..len];
+            if self.first_byte.is_none() {
+                self.first_byte = Some(bytes[0]);
+            }
             Poll::Ready(Ok(self.run_engine(|engine, sink| {
                 engine.handle_input(bytes, Instant::now(), sink)
             })))
@@ -565,8 +616,11 @@ impl Connection {
                     Instant::now(),
                 );
             }
-            let append = (processed.appended > 0)
-                .then(|| self.ctx.sink.stage(records, processed.appended, self.peer));
+            let append = (processed.appended > 0).then(|| {
+                self.ctx
+                    .sink
+                    .stage(records, processed.appended, self.peer.addr)
+            });
             Input::Batch { append, processed }
         })
     }
@@ -579,12 +633,17 @@ impl Connection {
 //# After its last reply the server MUST shut down its sending side and
 //# keep reading until the client's end of stream or a bounded time, so that
 //# the client can read that reply.
-pub(crate) async fn linger_close(stream: &mut TcpStream) {
-    if stream.shutdown().await.is_err() {
-        return;
-    }
+pub(crate) async fn linger_close<S: AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: &mut S) {
     let deadline = sleep_until(tokio::time::Instant::now() + LINGER);
     tokio::pin!(deadline);
+    // With TLS the shutdown sends close_notify first, which a client that
+    // does not read can hold up: the linger bounds it too.
+    tokio::select! {
+        shut = stream.shutdown() => if shut.is_err() {
+            return;
+        },
+        () = &mut deadline => return,
+    }
     let mut discarded = 0;
     while discarded < LINGER_MAX_BYTES {
         tokio::select! {
@@ -600,7 +659,10 @@ pub(crate) async fn linger_close(stream: &mut TcpStream) {
 /// Reads and drops what the client still sends, into the per-thread buffer:
 /// a buffer in the task itself would cost every connection its size for its
 /// whole life.
-fn poll_discard(stream: &mut TcpStream, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+fn poll_discard<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
     SCRATCH.with_borrow_mut(|scratch| {
         let mut read = ReadBuf::new(scratch);
         Pin::new(stream)
@@ -626,7 +688,7 @@ mod tests {
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
@@ -646,7 +708,7 @@ mod tests {
             rate: None,
             name_rates: None,
         };
-        let connection = Connection::new(stream, peer, Arc::new(ctx));
+        let connection = Connection::new(stream, Peer::plain(peer), Arc::new(ctx), Instant::now());
         let task = connection.run(stopped);
         let size = std::mem::size_of_val(&task);
         // About 1.1 KiB in a debug build, less in release; a read buffer in

@@ -10,9 +10,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::connection::{linger_close, Connection, ServerContext};
+use super::connection::{linger_close, Connection, Peer, ServerContext};
 use super::diagnostics::{self, Suppressed, Throttle};
 use super::log_writer::OpenError;
+use super::tls::{self, TlsState};
 use crate::proto::machine::NAK;
 
 const BACKLOG: i32 = 1024;
@@ -29,6 +30,8 @@ pub enum ServeError {
     #[cfg(feature = "nats")]
     #[error(transparent)]
     Nats(#[from] super::nats::NatsStartError),
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsConfigError),
     #[error("{0}")]
     Io(io::Error),
 }
@@ -83,6 +86,8 @@ pub(crate) struct Shared {
     /// Refused connections still lingering; bounded separately.
     pub refusals: Arc<Semaphore>,
     pub context: Arc<ServerContext>,
+    /// Set when the server serves TLS.
+    pub tls: Option<Arc<TlsState>>,
     pub stop: watch::Receiver<bool>,
     pub alive: mpsc::Sender<()>,
 }
@@ -150,16 +155,30 @@ pub(crate) async fn accept_loop(listener: TcpListener, mut shared: Shared) {
             }
             continue;
         };
-        let connection = Connection::new(stream, peer, shared.context.clone());
         let stop = shared.stop.clone();
         let alive = shared.alive.clone();
         //= spec/protocol.md#listening
         //# A failure on one connection MUST NOT affect any other connection.
-        // Each connection is its own task; its errors end only that task.
-        tokio::spawn(async move {
-            connection.run(stop).await;
-            drop((permit, alive));
-        });
+        // Each connection is its own task; its errors end only that task. A
+        // TLS connection holds its permit from the accept, handshake included.
+        match &shared.tls {
+            None => {
+                let _ = stream.set_nodelay(true);
+                let connection =
+                    Connection::new(stream, Peer::plain(peer), shared.context.clone(), now);
+                tokio::spawn(async move {
+                    connection.run(stop).await;
+                    drop((permit, alive));
+                });
+            }
+            Some(state) => {
+                let (context, state) = (shared.context.clone(), state.clone());
+                tokio::spawn(async move {
+                    tls::serve(stream, peer, context, state, stop).await;
+                    drop((permit, alive));
+                });
+            }
+        }
     }
     // Stopping: what was counted is reported now, not lost.
     let now = Instant::now();

@@ -14,6 +14,8 @@ pub mod nats;
 mod rate;
 mod sink;
 mod stats;
+mod tls;
+mod transport;
 pub mod users;
 
 use std::future::Future;
@@ -29,7 +31,7 @@ use crate::defaults;
 use crate::proto::engine::{PasswordCheck, Settings};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::LogFormat;
-pub use connection::{PasswordVerifier, Verdict};
+pub use connection::{PasswordVerifier, Peer, Verdict};
 pub use listener::ServeError;
 pub use log_file::{open_log, OpenError, Recovery};
 pub use log_writer::{AppendError, LogOptions, LogReopener, LogWriter, Staged};
@@ -40,6 +42,7 @@ pub use sink::SinkError;
 pub use stats::{
     HistogramSnapshot, LatencyHistogram, LogStats, Readiness, ServerView, Snapshot, Stats,
 };
+pub use tls::{certified_names, TlsConfigError, TlsFiles, TlsReloader};
 
 /// Refused connections (over the limit) that may linger at once.
 const MAX_LINGERING_REFUSALS: usize = 256;
@@ -117,6 +120,8 @@ pub struct Config {
     /// (`log_path`, `log_format` and `fsync` then do not apply).
     #[cfg(feature = "nats")]
     pub nats: Option<NatsOptions>,
+    /// Serve the protocol inside TLS; `None` serves it in clear text.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -133,6 +138,7 @@ impl Default for Config {
             verifier: None,
             #[cfg(feature = "nats")]
             nats: None,
+            tls: None,
         }
     }
 }
@@ -148,6 +154,7 @@ pub struct Server {
     sink_stats: Arc<LogStats>,
     recovery: Option<Recovery>,
     config: Config,
+    tls: Option<Arc<tls::TlsState>>,
     stats: Arc<Stats>,
     budget: Arc<budget::FrameBudget>,
 }
@@ -155,8 +162,13 @@ pub struct Server {
 impl Server {
     /// Opens the log and binds every address; nothing is accepted yet.
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
-        // Bind first: opening the log may cut a torn record, and nothing may
-        // fail after that, so that the cut is always reported.
+        // The TLS files and the bind first: opening the log may cut a torn
+        // record, and nothing may fail after that, so that the cut is always
+        // reported.
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(tls::TlsState::load(files.clone())?)),
+            None => None,
+        };
         let listeners = listener::bind_all(&config.bind)?;
         let local_addrs = listeners
             .iter()
@@ -178,6 +190,7 @@ impl Server {
                 recovery: None,
                 budget,
                 config,
+                tls,
                 stats,
             });
         }
@@ -198,6 +211,7 @@ impl Server {
             recovery,
             budget,
             config,
+            tls,
             stats,
         })
     }
@@ -209,6 +223,12 @@ impl Server {
     /// The torn record cut off the log when it was opened, if any.
     pub fn recovery(&self) -> Option<&Recovery> {
         self.recovery.as_ref()
+    }
+
+    /// A handle that reloads the TLS certificate, key and client CA (for
+    /// SIGHUP); `None` without TLS.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls.clone().map(TlsReloader)
     }
 
     /// The server's live counters.
@@ -258,6 +278,7 @@ impl Server {
             config,
             stats,
             budget,
+            tls,
             ..
         } = self;
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -268,12 +289,21 @@ impl Server {
             config.limits.rate_per_name,
         );
         let mut settings = config.limits.session_settings();
-        if config.verifier.is_some() {
+        let verifier = match &tls {
+            // The certificate's names are checked with every PASS, before
+            // the server's own verifier.
+            Some(state) if state.name_from_cert() => Some(Arc::new(tls::CertifiedNameCheck {
+                inner: config.verifier,
+            })
+                as Arc<dyn PasswordVerifier>),
+            _ => config.verifier,
+        };
+        if verifier.is_some() {
             settings.passwords = PasswordCheck::Asked;
         }
         let context = Arc::new(connection::ServerContext {
             sink,
-            verifier: config.verifier,
+            verifier,
             settings: Arc::new(settings),
             limits: config.limits,
             log_format: config.log_format,
@@ -298,6 +328,7 @@ impl Server {
                     permits: permits.clone(),
                     refusals: refusals.clone(),
                     context: context.clone(),
+                    tls: tls.clone(),
                     stop: stop_rx.clone(),
                     alive: alive_tx.clone(),
                 },

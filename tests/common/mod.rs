@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod blocking;
+pub mod certs;
 pub mod process;
 pub mod streams;
 pub mod tcp;

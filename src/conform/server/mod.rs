@@ -56,12 +56,15 @@ pub struct ServerCheck {
     pub handshake_timeout: Option<Duration>,
     /// Simultaneous clients of the concurrency probe.
     pub clients: usize,
+    /// Speak TLS to the server (spec: #tls): the protocol inside it is the
+    /// same, and so is every check.
+    pub tls: Option<crate::client::ClientTls>,
 }
 
 /// Runs the whole check and builds the report.
 pub async fn check_server(opts: &ServerCheck) -> Result<ConformReport, ConformError> {
     let addr = resolve(&opts.target).await?;
-    let target = Target::new(addr, opts.timeout);
+    let target = Target::new(addr, opts.timeout, opts.tls.clone());
     // One connection first: a wrong address should say so, not fail 300 probes.
     if let Err(e) = target.connect(0, "a first connection", opts.timeout).await {
         let reason = match e {

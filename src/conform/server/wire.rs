@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::client::tls::Stream;
+use crate::client::ClientTls;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::proto::Frame;
@@ -38,15 +41,18 @@ pub struct Target {
     pub wait: Duration,
     started: Instant,
     liveness: Arc<Liveness>,
+    /// Speak TLS to the server: every connection starts with a handshake.
+    tls: Option<ClientTls>,
 }
 
 impl Target {
-    pub fn new(addr: SocketAddr, wait: Duration) -> Target {
+    pub fn new(addr: SocketAddr, wait: Duration, tls: Option<ClientTls>) -> Target {
         Target {
             addr,
             wait,
             started: Instant::now(),
             liveness: Arc::default(),
+            tls,
         }
     }
 
@@ -59,25 +65,41 @@ impl Target {
         self.liveness.stopped()
     }
 
-    /// Opens connection number `connection` for `probe`, within `wait`.
+    /// Opens connection number `connection` for `probe`, within `wait`
+    /// (the TLS handshake included).
     pub async fn connect(
         &self,
         connection: usize,
         probe: &str,
         wait: Duration,
-    ) -> Result<TcpStream, NoConnection> {
+    ) -> Result<Stream, NoConnection> {
         if self.liveness.stopped().is_some() {
             return Err(NoConnection::NotRun);
         }
         // Attempts are ordered by their start: see `liveness`.
         let at = self.since_start();
+        let deadline = Instant::now() + wait;
         let attempt = timeout(wait, TcpStream::connect(self.addr)).await;
         match attempt {
             Ok(Ok(s)) => {
                 self.liveness.accepted(at);
                 // Frames are written as the plan says, not coalesced.
                 let _ = s.set_nodelay(true);
-                Ok(s)
+                let Some(tls) = &self.tls else {
+                    return Ok(Stream::Plain(s));
+                };
+                let failed = |message: String| {
+                    Err(NoConnection::Failed(ConnectFailure {
+                        kind: ConnectFailureKind::Other,
+                        message,
+                        at,
+                    }))
+                };
+                match tokio::time::timeout_at(deadline, tls.handshake(s)).await {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => failed(format!("TLS handshake failed: {e}")),
+                    Err(_) => failed(format!("no TLS handshake within {} s", wait.as_secs_f64())),
+                }
             }
             Ok(Err(e)) => {
                 let message = format!("cannot connect: {e}");
@@ -127,7 +149,7 @@ impl Target {
                 }
             }
         };
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut replies = Vec::new();
         let writer = async {
             for (pause, w) in &plan.writes {
@@ -135,8 +157,9 @@ impl Target {
                     sleep(*pause).await;
                 }
                 // A server that closed early makes writes fail; what it sent
-                // before is still read below.
-                if wr.write_all(w).await.is_err() {
+                // before is still read below. Each write leaves at once (with
+                // TLS, as a record of its own).
+                if wr.write_all(w).await.is_err() || wr.flush().await.is_err() {
                     return;
                 }
             }
@@ -166,7 +189,7 @@ impl Target {
         connection: usize,
         probe: &str,
         name: &[u8],
-    ) -> Result<TcpStream, ConcurrentFailure> {
+    ) -> Result<Stream, ConcurrentFailure> {
         let step = ClientStep::Login;
         let mut s = match self.connect(connection, probe, self.wait).await {
             Ok(s) => s,
@@ -175,7 +198,11 @@ impl Target {
                 return Err(self.failure(ConcurrentFailureKind::NotConnected(f)))
             }
         };
-        if let Err(e) = s.write_all(&login(name)).await {
+        let written = match s.write_all(&login(name)).await {
+            Ok(()) => s.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             return Err(self.failure(ConcurrentFailureKind::WriteFailed {
                 step,
                 error: e.to_string(),
@@ -209,13 +236,17 @@ impl Target {
     /// the server closes: the replies must be two 0x00.
     pub async fn message_and_close(
         &self,
-        mut s: TcpStream,
+        mut s: Stream,
         message: &[u8],
     ) -> Result<(), ConcurrentFailure> {
         let step = ClientStep::MessageAndClose;
         let mut bytes = frame(Frame::Msg(message));
         bytes.push(4);
-        if let Err(e) = s.write_all(&bytes).await {
+        let written = match s.write_all(&bytes).await {
+            Ok(()) => s.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             return Err(self.failure(ConcurrentFailureKind::WriteFailed {
                 step,
                 error: e.to_string(),
@@ -258,10 +289,7 @@ impl Target {
     }
 }
 
-async fn read_until_end(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    out: &mut Vec<u8>,
-) -> ConnectionEnd {
+async fn read_until_end(rd: &mut (impl AsyncRead + Unpin), out: &mut Vec<u8>) -> ConnectionEnd {
     let mut chunk = [0u8; 4096];
     loop {
         match rd.read(&mut chunk).await {

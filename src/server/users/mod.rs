@@ -30,7 +30,7 @@ use argon2::{Algorithm, Argon2, Version};
 use crate::defaults;
 use crate::proto::engine::VerifyRequest;
 use crate::server::diagnostics;
-use crate::server::{PasswordVerifier, Verdict};
+use crate::server::{PasswordVerifier, Peer, Verdict};
 
 /// argon2id parameters: memory (KiB), passes, lanes.
 pub use argon2::Params;
@@ -393,9 +393,9 @@ fn report(reports: &[Report]) {
 }
 
 impl PasswordVerifier for UsersVerifier {
-    fn verify(&self, request: VerifyRequest, peer: SocketAddr) -> Verdict {
+    fn verify(&self, request: VerifyRequest, peer: &Peer) -> Verdict {
         self.ensure_reporter();
-        Box::pin(self.shared.clone().verify(request, peer))
+        Box::pin(self.shared.clone().verify(request, peer.addr))
     }
 }
 
