@@ -213,6 +213,31 @@ pub fn parse_frame(input: &[u8]) -> Parsed<'_> {
 mod tests {
     use super::*;
 
+    //= spec/protocol.md#diagnostics
+    //= type=test
+    //# At level info and above, diagnostics MUST NOT contain message contents or
+    //# passwords.
+    #[test]
+    fn a_frame_shows_its_length_never_its_payload() {
+        let shown = [
+            format!("{:?}", Frame::Name(b"alice")),
+            format!("{:?}", Frame::Pass(b"hunter2")),
+            format!("{:?}", Frame::Msg(b"top secret")),
+            format!("{:?}", Frame::Close),
+            format!("{:?}", Frame::Unknown(0xAB)),
+        ];
+        assert_eq!(
+            shown,
+            [
+                "Name(5 bytes)",
+                "Pass(7 bytes)",
+                "Msg(10 bytes)",
+                "Close",
+                "Unknown(0xab)"
+            ]
+        );
+    }
+
     fn valid_frames() -> Vec<Vec<u8>> {
         vec![
             Frame::Name(b"MyUser").to_bytes().unwrap(),

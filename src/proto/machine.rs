@@ -359,6 +359,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_name_is_known_from_n_to_p() {
+        let name = Bytes::from_static(b"u");
+        assert_eq!(State::Connected.name(), None);
+        assert_eq!(named().name(), Some(&name));
+        assert_eq!(State::Verifying { name: name.clone() }.name(), Some(&name));
+        assert_eq!(authed().name(), Some(&name));
+        assert_eq!(State::Closed.name(), None);
+    }
+
     //= spec/protocol.md#rules
     //= type=test
     //# Each rejection MUST name exactly one rule from the following table.
