@@ -24,7 +24,7 @@ fn step() -> impl Strategy<Value = u16> {
         2 => Just(Step::FireAtDeadline),
         1 => Just(Step::Shutdown),
         4 => (0..6usize).prop_map(Step::ClientReads),
-        4 => any::<bool>().prop_map(|fail| Step::LogDone { fail }),
+        4 => option::weighted(0.3, 0..4usize).prop_map(|failed_after| Step::LogDone { failed_after }),
         3 => any::<bool>().prop_map(|verified| Step::Verdict { verified }),
     ];
     step.prop_map(Step::encode)

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
-use crate::proto::engine::{AppendSink, End, Engine, PasswordCheck, Settings};
+use crate::proto::engine::{AppendFailure, AppendSink, End, Engine, PasswordCheck, Settings};
 use crate::proto::frame::MAX_PAYLOAD_LEN;
 use crate::proto::machine::reference_rule_accepts;
 use crate::proto::{encode_record, ACK};
@@ -454,7 +454,10 @@ impl Connection {
                 } else if let Ok(mut log) = shared.log.lock() {
                     encode_record(&mut log, &name, &message);
                 }
-                let result = if rejected.is_some() { Err(()) } else { Ok(()) };
+                let result = match rejected {
+                    Some(_) => Err(AppendFailure::NOTHING_STORED),
+                    None => Ok(()),
+                };
                 self.engine.append_done(result, now);
             }
             let replies = self.engine.poll_transmit().to_vec();

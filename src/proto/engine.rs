@@ -72,6 +72,19 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
 }
 
+/// Why the records of a batch were not all appended: how many of its first
+/// messages were stored all the same (a file append stores none of a
+/// failed batch; a replicated stream may have stored some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendFailure {
+    pub stored: u64,
+}
+
+impl AppendFailure {
+    /// Nothing of the batch was stored.
+    pub const NOTHING_STORED: AppendFailure = AppendFailure { stored: 0 };
+}
+
 /// Where the records of accepted messages go. The shell encodes them in the
 /// log's format into the batch it hands to the log; the engine decides which
 /// messages are appended, and when.
@@ -398,19 +411,25 @@ impl Engine {
     }
 
     /// The log's verdict on the records of the last `handle_input`. On
-    /// failure, the batch's first MSG gets 0xFF and the replies after it are
-    /// dropped: nothing of the batch is in the log.
-    pub fn append_done(&mut self, result: Result<(), ()>, now: Instant) {
+    /// failure, the first MSG of the batch that was not stored gets 0xFF,
+    /// the ones before it their 0x00, and the replies after it are dropped.
+    pub fn append_done(&mut self, result: Result<(), AppendFailure>, now: Instant) {
         let Some(first_ack) = self.append_pending.take() else {
             debug_assert!(false, "append_done without an outstanding append");
             return;
         };
-        if result.is_err() {
-            // The batch's first MSG is the transaction that failed, whatever
-            // came after it (even a CLOSE): it gets the 0xFF, and the frames
-            // after it never happened.
+        if let Err(AppendFailure { stored }) = result {
+            // The first MSG not stored is the transaction that failed,
+            // whatever came after it (even a CLOSE): it gets the 0xFF, and
+            // the frames after it never happened. The MSGs before it are in
+            // the log: their acks stand (the acks of a batch's MSGs are its
+            // replies from the first one on).
+            //= spec/protocol.md#acknowledgement
+            //# When an append fails after the first messages of its batch were stored, the server MUST acknowledge each stored message and reject the first that was not.
+            let stored = usize::try_from(stored).unwrap_or(usize::MAX);
+            let kept = first_ack.saturating_add(stored).min(self.replies.len());
             let rejected = Response::Reject(Violation::AppendFailed);
-            self.replies.truncate(first_ack);
+            self.replies.truncate(kept);
             self.replies.extend(rejected.byte());
             self.frames.clear();
             self.state = State::Closed;
@@ -883,8 +902,27 @@ mod tests {
         // Not even the login's replies go before the log answers.
         assert!(e.poll_transmit().is_empty());
         assert_eq!(e.poll_timeout(), None);
-        e.append_done(Err(()), clock.at(1));
+        e.append_done(Err(AppendFailure::NOTHING_STORED), clock.at(1));
         assert_eq!(send_all(&mut e, clock.at(1)), [ACK, ACK, NAK]);
+        assert_eq!(e.poll_close(), Some(End::Rejected(Violation::AppendFailed)));
+    }
+
+    //= spec/protocol.md#acknowledgement
+    //= type=test
+    //# When an append fails after the first messages of its batch were stored, the server MUST acknowledge each stored message and reject the first that was not.
+    #[test]
+    fn a_partly_stored_batch_acknowledges_what_was_stored() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        let stream = wire(&[
+            Frame::Msg(b"one"),
+            Frame::Msg(b"two"),
+            Frame::Msg(b"three"),
+            Frame::Close,
+        ]);
+        assert_eq!(e.handle_input(&stream, clock.at(1), &mut log).appended, 3);
+        e.append_done(Err(AppendFailure { stored: 2 }), clock.at(2));
+        assert_eq!(send_all(&mut e, clock.at(2)), [ACK, ACK, NAK]);
         assert_eq!(e.poll_close(), Some(End::Rejected(Violation::AppendFailed)));
     }
 

@@ -12,7 +12,7 @@ pub mod record;
 pub mod recovery;
 
 pub use assembler::FrameAssembler;
-pub use engine::{AppendSink, End, Engine, Settings};
+pub use engine::{AppendFailure, AppendSink, End, Engine, Settings};
 pub use frame::{parse_frame, parse_frame_limited, Frame, FrameError, Parsed};
 pub use jsonl::{
     decode_json_record, encode_json_record, json_records, JsonContext, JsonRecord, JsonRecordError,

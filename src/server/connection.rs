@@ -34,7 +34,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::sleep_until;
 
-use crate::proto::engine::{AppendSink, End, Engine, Processed, Settings, VerifyRequest};
+use crate::proto::engine::{
+    AppendFailure, AppendSink, End, Engine, Processed, Settings, VerifyRequest,
+};
 use crate::proto::machine::Violation;
 use crate::proto::record::encode_record;
 use crate::proto::{encode_json_record, JsonContext, LogFormat};
@@ -465,8 +467,10 @@ impl<S: Transport> Connection<S> {
                         tracing::warn!(peer = %self.peer.addr, error = %error, "append failed; rejecting the message")
                     }
                 }
-                self.engine
-                    .append_done(result.map_err(drop), Instant::now());
+                self.engine.append_done(
+                    result.map_err(|e| AppendFailure { stored: e.stored() }),
+                    Instant::now(),
+                );
             }
         }
     }

@@ -116,7 +116,16 @@ pub enum NatsStartError {
     BadPrefix { prefix: String },
 }
 
-/// Why a batch's messages are not all stored.
+/// A batch whose messages were not all stored: the first `stored` were,
+/// the next one failed, and nothing is known of the ones after it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error} (the batch's first {stored} messages were stored)")]
+pub struct NatsBatchError {
+    pub stored: u64,
+    pub error: NatsAppendError,
+}
+
+/// Why a message was not stored.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NatsAppendError {
     #[error(
@@ -533,7 +542,16 @@ impl NatsSink {
     //= spec/protocol.md#acknowledgement
     //# With the NATS sink, the server MUST send the 0x00 for a MSG only after
     //# JetStream's publish acknowledgement for its message has arrived.
-    pub(crate) async fn store(&self, batch: Batch) -> Result<(), NatsAppendError> {
+    pub(crate) async fn store(&self, batch: Batch) -> Result<(), NatsBatchError> {
+        let mut stored = 0;
+        self.store_counting(batch, &mut stored)
+            .await
+            .map_err(|error| NatsBatchError { stored, error })
+    }
+
+    /// [`store`](Self::store), counting the messages stored in order before
+    /// a failure.
+    async fn store_counting(&self, batch: Batch, stored: &mut u64) -> Result<(), NatsAppendError> {
         let timestamp = JsonContext::timestamp_of(SystemTime::now());
         let peer = batch.peer.to_string();
         let first = self
@@ -548,6 +566,7 @@ impl NatsSink {
                     Err(_) if !pending.is_empty() => {
                         let oldest = pending.pop_front().expect("not empty");
                         self.settle(oldest).await?;
+                        *stored += 1;
                     }
                     //= spec/protocol.md#backpressure
                     //# With the NATS sink, the server MUST bound the publishes awaiting their
@@ -586,6 +605,7 @@ impl NatsSink {
         }
         while let Some(in_flight) = pending.pop_front() {
             self.settle(in_flight).await?;
+            *stored += 1;
         }
         Ok(())
     }

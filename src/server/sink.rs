@@ -11,7 +11,7 @@ use crate::proto::LogFormat;
 
 use super::log_writer::{self, AppendError, LogWriter};
 #[cfg(feature = "nats")]
-use super::nats::{Batch, NatsAppendError, NatsSink};
+use super::nats::{Batch, NatsBatchError, NatsSink};
 
 /// How a batch's messages are encoded before they are staged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,19 @@ pub enum SinkError {
     File(#[from] AppendError),
     #[cfg(feature = "nats")]
     #[error(transparent)]
-    Nats(#[from] NatsAppendError),
+    Nats(#[from] NatsBatchError),
+}
+
+impl SinkError {
+    /// How many of the batch's first messages were stored all the same: a
+    /// failed file write leaves none, a replicated stream may have some.
+    pub fn stored(&self) -> u64 {
+        match self {
+            SinkError::File(_) => 0,
+            #[cfg(feature = "nats")]
+            SinkError::Nats(e) => e.stored,
+        }
+    }
 }
 
 impl Sink {

@@ -233,7 +233,7 @@ pub fn engine_scripts(len: usize) -> Vec<(&'static str, Vec<u16>)> {
             &[
                 Read(len),
                 ok,
-                LogDone { fail: false },
+                LogDone { failed_after: None },
                 ClientReads(len),
                 Eof,
             ],
@@ -244,7 +244,14 @@ pub fn engine_scripts(len: usize) -> Vec<(&'static str, Vec<u16>)> {
         ),
         (
             "log-fails",
-            &[Read(len), ok, LogDone { fail: true }, ClientReads(len)],
+            &[
+                Read(len),
+                ok,
+                LogDone {
+                    failed_after: Some(0),
+                },
+                ClientReads(len),
+            ],
         ),
         (
             "shutdown-mid-frame",
@@ -261,7 +268,7 @@ pub fn engine_scripts(len: usize) -> Vec<(&'static str, Vec<u16>)> {
             &[
                 Read(len),
                 ok,
-                LogDone { fail: false },
+                LogDone { failed_after: None },
                 Shutdown,
                 Advance(600),
                 Fire,

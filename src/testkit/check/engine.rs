@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ensure, Broken, Checked, Hex};
-use crate::proto::engine::{AppendSink, Engine, PasswordCheck, Settings};
+use crate::proto::engine::{AppendFailure, AppendSink, Engine, PasswordCheck, Settings};
 use crate::proto::frame;
 use crate::proto::machine::{ACK, NAK};
 use crate::proto::record::{encode_record, records};
@@ -38,9 +38,10 @@ pub enum Step {
     Shutdown,
     /// The client reads up to `arg` bytes of its replies.
     ClientReads(usize),
-    /// The log finishes the outstanding append: it fails when bit 0 of
-    /// `arg` is set (bit 1 clear).
-    LogDone { fail: bool },
+    /// The log finishes the outstanding append (bit 1 of `arg` clear): it
+    /// stores every message, or (bit 0 set) fails after storing the first
+    /// `arg >> 2` of them (a file stores none; a replicated stream may).
+    LogDone { failed_after: Option<usize> },
     /// The outstanding password check answers: verified when bit 0 of `arg`
     /// is set (bit 1 set).
     Verdict { verified: bool },
@@ -57,7 +58,9 @@ impl Step {
             4 => Step::FireAtDeadline,
             5 => Step::Shutdown,
             6 => Step::ClientReads(arg),
-            _ if arg & 2 == 0 => Step::LogDone { fail: arg & 1 == 1 },
+            _ if arg & 2 == 0 => Step::LogDone {
+                failed_after: (arg & 1 == 1).then_some(arg >> 2),
+            },
             _ => Step::Verdict {
                 verified: arg & 1 == 1,
             },
@@ -74,7 +77,7 @@ impl Step {
             Step::FireAtDeadline => (4, 0),
             Step::Shutdown => (5, 0),
             Step::ClientReads(n) => (6, n),
-            Step::LogDone { fail } => (7, usize::from(fail)),
+            Step::LogDone { failed_after } => (7, failed_after.map_or(0, |k| 1 | (k << 2))),
             Step::Verdict { verified } => (7, 2 | usize::from(verified)),
         };
         (u16::try_from(arg.min(8191)).unwrap_or(8191) << 3) | kind
@@ -188,13 +191,26 @@ impl Run<'_> {
                     self.take_verify_request();
                 }
             }
-            Step::LogDone { fail } => {
+            Step::LogDone { failed_after } => {
                 if let Some(records) = self.pending.take() {
-                    if !fail {
-                        self.log.extend_from_slice(&records);
-                    }
-                    self.engine
-                        .append_done(if fail { Err(()) } else { Ok(()) }, self.now);
+                    let result = match failed_after {
+                        None => {
+                            self.log.extend_from_slice(&records);
+                            Ok(())
+                        }
+                        Some(stored) => {
+                            // The first `stored` records made it (at most
+                            // the batch: a sink cannot store more).
+                            let ends = records.windows(2).enumerate().filter(|(_, w)| w == b"\r\n");
+                            let cut = ends.map(|(i, _)| i + 2).take(stored).last().unwrap_or(0);
+                            let stored = records[..cut].windows(2).filter(|w| w == b"\r\n").count();
+                            self.log.extend_from_slice(&records[..cut]);
+                            Err(AppendFailure {
+                                stored: stored as u64,
+                            })
+                        }
+                    };
+                    self.engine.append_done(result, self.now);
                     // Time the log took does not count against the shutdown.
                     self.shutdown_bound = self.shutdown_bound.map(|b| b.max(self.now));
                 }
@@ -297,7 +313,7 @@ impl Run<'_> {
                 return Ok(());
             }
             if self.pending.is_some() {
-                self.step(Step::LogDone { fail: false })?;
+                self.step(Step::LogDone { failed_after: None })?;
                 continue;
             }
             let Some(deadline) = self.engine.poll_timeout() else {
@@ -386,8 +402,10 @@ mod tests {
             Step::FireAtDeadline,
             Step::Shutdown,
             Step::ClientReads(7),
-            Step::LogDone { fail: true },
-            Step::LogDone { fail: false },
+            Step::LogDone {
+                failed_after: Some(0),
+            },
+            Step::LogDone { failed_after: None },
         ] {
             assert_eq!(Step::decode(step.encode()), step);
         }
@@ -398,20 +416,31 @@ mod tests {
         use Step::*;
         let bytes = login_and(&[b"one", b"two", b"three"]);
         let scripts = [
-            vec![Read(100), LogDone { fail: false }, ClientReads(100)],
-            vec![Read(9), LogDone { fail: true }, ClientReads(1)],
+            vec![Read(100), LogDone { failed_after: None }, ClientReads(100)],
+            vec![
+                Read(9),
+                LogDone {
+                    failed_after: Some(1),
+                },
+                ClientReads(1),
+            ],
             vec![
                 Read(12),
                 Shutdown,
                 Advance(400),
                 Read(3),
-                LogDone { fail: false },
+                LogDone { failed_after: None },
             ],
-            vec![Read(100), LogDone { fail: false }, Shutdown, FireAtDeadline],
+            vec![
+                Read(100),
+                LogDone { failed_after: None },
+                Shutdown,
+                FireAtDeadline,
+            ],
             vec![Read(4), FireAtDeadline, FireAtDeadline],
             vec![
                 Read(14),
-                LogDone { fail: false },
+                LogDone { failed_after: None },
                 ClientReads(2),
                 Advance(8191),
             ],
