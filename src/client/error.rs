@@ -12,15 +12,17 @@ pub enum ClientError {
     /// (it is empty or starts with a NUL byte).
     #[error("the server rejected the name and closed the connection; use a non-empty name that does not start with a NUL byte")]
     NameRejected,
-    /// The server answered PASS with 0xFF, and the password breaks a PASS
-    /// rule.
+    /// The server answered PASS with 0xFF: the password does not verify for
+    /// the name, by the server's authenticator (the reference's rule, or a
+    /// users file). The client cannot tell which the server uses, so this
+    /// also covers a login slower than the server's handshake timeout.
     ///
     /// With mutual TLS the server may also take NAME from the client
     /// certificate: a NAME that is not one of its names fails the same way.
     #[error("the server rejected the password and closed the connection; check the password and connect again (with a client certificate, the server may also require NAME to be one of the certificate's names)")]
     PasswordRejected,
-    /// The server answered NAME or PASS with 0xFF although the protocol's
-    /// rules accept them: it refused the connection as a whole (it is at its
+    /// The server answered NAME with 0xFF although the protocol's rules
+    /// accept it: it refused the connection as a whole (it is at its
     /// connection limit, shutting down, or the login took longer than its
     /// handshake timeout).
     #[error("the server refused the connection although the name and password are valid (it is at its connection limit, shutting down, or the login was too slow); retry later")]

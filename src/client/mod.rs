@@ -460,9 +460,11 @@ enum Event<M> {
     Next(Option<M>),
 }
 
-/// Names the cause of a 0xFF to NAME or PASS. The server decides with the
-/// same core: if the core accepts the frame, the 0xFF was not about the
-/// frame but about the connection (limit, shutdown, handshake timeout).
+/// Names the cause of a 0xFF to NAME or PASS. The server decides NAME with
+/// the same core: if the core accepts the frame, the 0xFF was not about the
+/// frame but about the connection (limit, shutdown, handshake timeout). A
+/// PASS the core sends to be verified is the server's authenticator's to
+/// judge, so its 0xFF stays a rejected password.
 fn login_rejection(state: State, frame: Frame<'_>, rejected: ClientError) -> ClientError {
     match step(state, frame) {
         (_, Response::Ack, _) => ClientError::Refused,
