@@ -954,6 +954,18 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_frame_is_held_and_counted() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        feed(&mut e, &[3, 10, 0, b'a', b'b'], clock.at(1), &mut log);
+        assert_eq!(e.buffered(), 5);
+        assert!(e.allocated() >= 5);
+        feed(&mut e, b"cdefghij", clock.at(2), &mut log);
+        assert_eq!(e.buffered(), 0);
+        assert_eq!(log.0, [(b"u".to_vec(), b"abcdefghij".to_vec())]);
+    }
+
+    #[test]
     fn bytes_after_the_close_are_counted_not_processed() {
         let (mut e, clock, mut log) = engine();
         let mut stream = wire(&[Frame::Name(b"u"), Frame::Close]);

@@ -83,3 +83,24 @@ impl std::fmt::Display for LogFormat {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decoder_to_run_is_chosen_by_the_first_byte() {
+        assert_eq!(LogFormat::by_first_byte(b"[a]: b"), Some(LogFormat::Text));
+        assert_eq!(LogFormat::by_first_byte(b"{\"ts\""), Some(LogFormat::Jsonl));
+        assert_eq!(LogFormat::by_first_byte(b"damaged"), None);
+        assert_eq!(LogFormat::by_first_byte(b""), None);
+    }
+
+    #[test]
+    fn a_format_is_named_as_log_format_takes_it() {
+        assert_eq!(LogFormat::Text.to_string(), "text");
+        assert_eq!(LogFormat::Jsonl.to_string(), "jsonl");
+        assert_eq!(LogFormat::Text.terminator(), b"\r\n");
+        assert_eq!(LogFormat::Jsonl.terminator(), b"\n");
+    }
+}
