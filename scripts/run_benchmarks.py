@@ -116,6 +116,10 @@ class Server:
 
 
 BASELINE = None
+# The load generator; by default the server's own binary. Comparing two
+# servers (before and after a change) with one load generator keeps the
+# bench's own cost out of the difference.
+BENCH_BIN = None
 
 
 def run_once(binary, case, duration, quiet_wait):
@@ -124,7 +128,7 @@ def run_once(binary, case, duration, quiet_wait):
     try:
         pid = server.proc.pid
         foreign_before = wait_quiet(quiet_wait, [pid])
-        bench = [binary, "bench", "--port", str(server.port), "--json",
+        bench = [BENCH_BIN or binary, "bench", "--port", str(server.port), "--json",
                  "--conns", str(case["conns"]), "--window", str(case["window"]),
                  "--size", str(case["size"])]
         if "msgs" in case:
@@ -245,6 +249,7 @@ def machine(binary):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/msglog", help="msglog binary (a release build)")
+    ap.add_argument("--bench-bin", help="the msglog binary whose `bench` generates the load (default: --bin)")
     ap.add_argument("--out", default="benchmarks/results.json")
     ap.add_argument("--runs", type=int, default=3, help="runs per case; the report gives the median")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per run")
@@ -255,8 +260,9 @@ def main():
     ap.add_argument("--nice", type=int, default=0,
                     help="scheduling priority of the server and the load generator (negative needs root)")
     args = ap.parse_args()
-    global NICE
+    global NICE, BENCH_BIN
     NICE = args.nice
+    BENCH_BIN = args.bench_bin
     if NICE:
         # With autogroup scheduling, nice only ranks processes within one
         # session; the session's own weight is set here.
@@ -266,7 +272,8 @@ def main():
         except OSError as e:
             print(f"cannot set the autogroup's nice value: {e}", file=sys.stderr)
 
-    results = {"machine": machine(args.bin), "runs_per_case": args.runs, "duration_s": args.duration,
+    results = {"machine": machine(args.bin), "bench_bin": args.bench_bin or args.bin,
+               "runs_per_case": args.runs, "duration_s": args.duration,
                "nice": args.nice, "cases": []}
     if os.path.exists(args.out) and args.only:
         with open(args.out) as f:
