@@ -38,7 +38,9 @@ pub(crate) enum Sink {
 pub(crate) enum Staged {
     File(log_writer::Staged),
     #[cfg(feature = "nats")]
-    Nats(Batch),
+    // Boxed: a batch is large, and every connection task holds a Staged
+    // while it waits.
+    Nats(Box<Batch>),
 }
 
 /// Why a batch was not appended.
@@ -80,7 +82,7 @@ impl Sink {
         match self {
             Sink::File { log, .. } => Staged::File(log.stage(encoded)),
             #[cfg(feature = "nats")]
-            Sink::Nats(nats) => Staged::Nats(nats.stage(encoded, count, peer)),
+            Sink::Nats(nats) => Staged::Nats(Box::new(nats.stage(encoded, count, peer))),
         }
     }
 
@@ -92,7 +94,7 @@ impl Sink {
             #[cfg(feature = "nats")]
             // Boxed: the publishing future is large, and the connection task
             // that awaits it must stay small.
-            (Sink::Nats(nats), Staged::Nats(batch)) => Ok(Box::pin(nats.store(batch)).await?),
+            (Sink::Nats(nats), Staged::Nats(batch)) => Ok(Box::pin(nats.store(*batch)).await?),
             #[cfg(feature = "nats")]
             _ => unreachable!("a batch is staged with the sink that awaits it"),
         }

@@ -267,7 +267,7 @@ pub(crate) async fn serve(
             tracing::debug!(peer = %addr, version = ?session.protocol_version(), certified_names = ?names, "TLS handshake done");
             let peer = Peer {
                 addr,
-                certified_names: names,
+                certified_names: names.into(),
             };
             //= spec/protocol.md#tls
             //# Inside TLS, client and server MUST speak the protocol of this document unchanged.
@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(names, ["alice", "alice.example", "urn:msglog:alice"]);
         let peer = Peer {
             addr: "127.0.0.1:1".parse().unwrap(),
-            certified_names: names,
+            certified_names: names.into(),
         };
         for name in ["alice", "alice.example", "urn:msglog:alice"] {
             assert!(peer.certifies(name.as_bytes()), "{name}");
