@@ -760,6 +760,24 @@ mod tests {
         assert_eq!(log.0.len(), 1);
     }
 
+    /// A read that completes one frame and starts the next restarts the
+    /// frame timeout at that read.
+    #[test]
+    fn e6_a_frame_started_in_the_read_that_completed_another_gets_its_own_time() {
+        let (mut e, clock, mut log) = engine();
+        logged_in(&mut e, clock.at(0), &mut log);
+        let msg = wire(&[Frame::Msg(b"hello")]);
+        feed(&mut e, &msg[..4], clock.at(1_000), &mut log);
+        let rest_and_next: Vec<u8> = msg[4..].iter().chain(&msg[..3]).copied().collect();
+        assert_eq!(
+            feed(&mut e, &rest_and_next, clock.at(9_000), &mut log),
+            [ACK]
+        );
+        assert_eq!(e.poll_timeout(), Some(clock.at(19_000)));
+        e.handle_timeout(clock.at(11_000));
+        assert!(e.poll_close().is_none());
+    }
+
     //= spec/protocol.md#timeouts
     //= type=test
     //# The server MUST close an authenticated connection that sends nothing for
@@ -1039,6 +1057,17 @@ mod tests {
         );
         assert_eq!(e.ignored(), 4);
         assert!(log.0.is_empty());
+    }
+
+    #[test]
+    fn a_verdict_nobody_asked_for_changes_nothing() {
+        let (mut e, clock, mut log) = engine_checking(PasswordCheck::Asked);
+        e.handle_input(&wire(&[Frame::Name(b"u")]), clock.at(0), &mut log);
+        send_all(&mut e, clock.at(0));
+        let processed = e.verify_done(true, clock.at(1), &mut log);
+        assert_eq!((processed.logins, processed.frames), (0, 0));
+        assert!(e.poll_transmit().is_empty());
+        assert_eq!(e.state().label(), "N");
     }
 
     #[test]
