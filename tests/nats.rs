@@ -2,7 +2,8 @@
 //! 127.0.0.1: every acknowledged message is in the replicated stream exactly
 //! once, also when the stream's leader or a front-end is killed, and a
 //! stopped cluster gets 0xFF within the sink timeout and works again once
-//! it is back.
+//! it is back; and every spec vector's name and message comes back exactly
+//! from `msglog read nats://`.
 //!
 //! The cluster is `nats-server` from `$MSGLOG_NATS_SERVER`, else
 //! `.venv-nats/bin/nats-server` (what `.ci/run` installs), else the PATH.
@@ -888,5 +889,220 @@ fn bad_nats_options_are_refused_at_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// The subject the README promises for a name: `msglog.` and the name's
+/// bytes outside `[A-Za-z0-9_-]` as `%HH`; past 128 characters cut (never
+/// inside a `%HH`) and ending in `~`. Written from the README, not from the
+/// sink's code.
+fn documented_subject(name: &[u8]) -> String {
+    let pieces: Vec<String> = name
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let whole = pieces.concat();
+    if whole.len() <= 128 {
+        return format!("msglog.{whole}");
+    }
+    let mut token = String::new();
+    for piece in pieces {
+        if token.len() + piece.len() > 128 {
+            break;
+        }
+        token.push_str(&piece);
+    }
+    format!("msglog.{token}~")
+}
+
+/// One vector's name and message, as the test sent it.
+struct VectorCase {
+    id: String,
+    name: Vec<u8>,
+    message: Vec<u8>,
+    /// The client's address, which the server records as the peer.
+    peer: String,
+    /// Just before the MSG was written and just after its 0x00 was read.
+    sent_between: (time::OffsetDateTime, time::OffsetDateTime),
+}
+
+/// Every spec vector's name and message (each record of records.json, and
+/// each record a session vector appends, among them the 65,535-byte name
+/// and messages) sent by a client through a real front-end into a stream,
+/// then read back by `msglog read nats://`: each line is the record a
+/// JSON-lines log would hold for it, with the exact name and message bytes,
+/// the client's address and a time within the send, under the documented
+/// subject. A name no client can send (it starts with 0x00) is published
+/// with the sink's own subject and headers instead.
+#[test]
+fn every_spec_vector_round_trips_through_the_stream() {
+    let _serial = serial();
+    let Some(binary) = nats_server() else { return };
+    let cluster = Cluster::start(binary, 1);
+    cluster.create_stream("vectors", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let server = front_end(dir.path(), &cluster, "vectors", &[]);
+
+    let mut vectors: Vec<(String, Vec<u8>, Vec<u8>)> = common::vectors::records()
+        .records
+        .into_iter()
+        .map(|r| (r.id, r.name, r.message))
+        .collect();
+    for session in common::vectors::sessions() {
+        for (i, record) in session.log.iter().enumerate() {
+            let r = msglog::proto::decode_record(record.as_bytes())
+                .unwrap_or_else(|e| panic!("{} record {i}: {e}", session.id));
+            vectors.push((format!("{} record {i}", session.id), r.name, r.message));
+        }
+    }
+    assert!(
+        vectors.iter().any(|(_, n, _)| n.len() == 65_535)
+            && vectors.iter().any(|(_, _, m)| m.len() == 65_535),
+        "the vectors lost their largest payloads"
+    );
+
+    let now = time::OffsetDateTime::now_utc;
+    let mut cases = Vec::new();
+    for (sequence, (id, name, message)) in (0u64..).zip(vectors) {
+        if name[0] == 0 {
+            // No client can send this name: the protocol refuses a NAME that
+            // starts with 0x00. It is published as the sink publishes, with
+            // its subject and headers, and a peer and time set here.
+            assert!(login(server.port, &name).is_none(), "{id}: logged in");
+            let peer = "192.0.2.7:65535".to_string();
+            let stamped = std::time::SystemTime::now();
+            let timestamp = msglog::proto::JsonContext::timestamp_of(stamped);
+            let (headers, payload) = msglog::server::nats::stored_form(
+                "vectors-test",
+                sequence,
+                &name,
+                message.clone().into(),
+                &peer,
+                &timestamp,
+            );
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .headers(headers)
+                .payload(payload);
+            let subject = msglog::server::nats::subject_for("msglog", &name);
+            cluster.admin(async |js| {
+                js.send_publish(subject, publish)
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            });
+            let at = time::OffsetDateTime::from(stamped);
+            cases.push(VectorCase {
+                id,
+                name,
+                message,
+                peer,
+                sent_between: (at, at),
+            });
+            continue;
+        }
+        let mut s = login(server.port, &name).unwrap_or_else(|| panic!("{id}: login failed"));
+        let peer = s.local_addr().unwrap().to_string();
+        let before = now();
+        s.write_all(&Frame::Msg(&message).to_bytes().unwrap())
+            .unwrap();
+        let mut reply = [9u8];
+        s.read_exact(&mut reply).unwrap();
+        let after = now();
+        if reply != [0] {
+            std::thread::sleep(Duration::from_millis(500));
+            let said: Vec<String> = server.lines.try_iter().collect();
+            panic!("{id}: not acknowledged; the server said {said:#?}");
+        }
+        cases.push(VectorCase {
+            id,
+            name,
+            message,
+            peer,
+            sent_between: (before, after),
+        });
+    }
+
+    let output = Command::new(BIN)
+        .args(["read", &cluster.url(), "--nats-stream", "vectors"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "msglog read failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&[u8]> = output.stdout.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), cases.len(), "one line per message");
+    for (case, line) in cases.iter().zip(&lines) {
+        let id = &case.id;
+        let record = msglog::proto::decode_json_record(line)
+            .unwrap_or_else(|e| panic!("{id}: {e}: {}", String::from_utf8_lossy(line)));
+        // Compared without printing: some are 65,535 bytes.
+        assert!(record.name == case.name, "{id}: another name came back");
+        assert!(
+            record.message == case.message,
+            "{id}: another message came back"
+        );
+        assert_eq!(record.peer, case.peer, "{id}");
+        let ts = time::OffsetDateTime::parse(
+            &record.timestamp,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("{id}: ts {:?}: {e}", record.timestamp));
+        let (before, after) = case.sent_between;
+        // A microsecond of slack, in case the time is written that coarsely.
+        assert!(
+            before - Duration::from_micros(1) <= ts && ts <= after,
+            "{id}: ts {ts} not within the send ({before} to {after})"
+        );
+        let mut expected = Vec::new();
+        msglog::proto::encode_json_record(
+            &mut expected,
+            &msglog::proto::JsonContext {
+                timestamp: record.timestamp.clone(),
+                peer: case.peer.clone(),
+            },
+            &case.name,
+            &case.message,
+        );
+        assert!(
+            *line == expected.as_slice(),
+            "{id}: not the line a JSON-lines log holds"
+        );
+    }
+
+    // Stored under the documented subject, with the name header exact.
+    let subjects = cluster.admin(async |js| {
+        let stream = js.get_stream("vectors").await.unwrap();
+        let mut subjects = Vec::new();
+        for sequence in 1..=cases.len() as u64 {
+            let m = stream.get_raw_message(sequence).await.unwrap();
+            subjects.push((m.subject.to_string(), m.headers));
+        }
+        subjects
+    });
+    for (case, (subject, headers)) in cases.iter().zip(subjects) {
+        assert_eq!(subject, documented_subject(&case.name), "{}", case.id);
+        match headers.get("Msglog-Name") {
+            Some(header) => assert!(
+                msglog::server::nats::decode_header_name(header.as_str()).unwrap() == case.name,
+                "{}: another name in the header",
+                case.id
+            ),
+            // Too long for a header: the payload starts with it.
+            None => assert_eq!(
+                headers.get("Msglog-Name-Length").map(|v| v.as_str()),
+                Some(case.name.len().to_string().as_str()),
+                "{}",
+                case.id
+            ),
+        }
     }
 }

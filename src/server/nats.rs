@@ -43,6 +43,15 @@ pub const HEADER_SERVER: &str = "Msglog-Server";
 pub const HEADER_TIMESTAMP: &str = "Msglog-Ts";
 /// Header: JetStream's de-duplication id.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// Header, instead of [`HEADER_NAME`] for a name too long for it: the
+/// payload starts with the name, this many bytes, and the message follows.
+pub const HEADER_NAME_LENGTH: &str = "Msglog-Name-Length";
+
+/// Characters of a name header at most; a longer name goes into the payload
+/// ([`HEADER_NAME_LENGTH`]). JetStream refuses a message whose headers pass
+/// 64 KiB, and a 65,535-byte name is up to three times that as a header;
+/// this leaves room for the other headers.
+pub const MAX_NAME_HEADER: usize = 32 * 1024;
 
 /// Characters of a subject's name token at most; a longer one is cut and
 /// ends in `~` (the name header stays exact).
@@ -287,6 +296,39 @@ fn filter_covers_prefix(filter: &str, prefix: &str) -> bool {
     matches!(filter.next(), Some(">") | Some("*")) && filter.next().is_none()
 }
 
+/// The headers and payload the sink stores a message with. The headers: the
+/// de-duplication id `SERVER_ID-SEQUENCE`, the name ([`encode_header_name`]),
+/// the peer, the server id and the time; the payload: the message as sent.
+/// A name whose header would pass [`MAX_NAME_HEADER`] characters is instead
+/// the payload's first bytes, their number in [`HEADER_NAME_LENGTH`]. Public
+/// so that tests and benchmarks store exactly what the sink does.
+pub fn stored_form(
+    server_id: &str,
+    sequence: u64,
+    name: &[u8],
+    message: Bytes,
+    peer: &str,
+    timestamp: &str,
+) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_MSG_ID, format!("{server_id}-{sequence}").as_str());
+    let encoded = encode_header_name(name);
+    let payload = if encoded.len() <= MAX_NAME_HEADER {
+        headers.insert(HEADER_NAME, encoded.as_str());
+        message
+    } else {
+        headers.insert(HEADER_NAME_LENGTH, name.len().to_string().as_str());
+        let mut both = Vec::with_capacity(name.len() + message.len());
+        both.extend_from_slice(name);
+        both.extend_from_slice(&message);
+        Bytes::from(both)
+    };
+    headers.insert(HEADER_PEER, peer);
+    headers.insert(HEADER_SERVER, server_id);
+    headers.insert(HEADER_TIMESTAMP, timestamp);
+    (headers, payload)
+}
+
 /// A message as it was stored, read back from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -304,6 +346,10 @@ pub enum StoredMessageError {
     MissingHeader(&'static str),
     #[error("its {HEADER_NAME} header is bad: {0}")]
     BadName(NameHeaderError),
+    #[error("its {HEADER_NAME_LENGTH} header is not a length msglog writes: {0:?}")]
+    BadNameLength(String),
+    #[error("it has both a {HEADER_NAME} and a {HEADER_NAME_LENGTH} header")]
+    TwoNames,
     #[error("its message is empty")]
     EmptyMessage,
 }
@@ -319,13 +365,38 @@ pub fn decode_stored(
             .map(|v| v.as_str().to_owned())
             .ok_or(StoredMessageError::MissingHeader(key))
     };
-    let name = decode_header_name(&header(HEADER_NAME)?).map_err(StoredMessageError::BadName)?;
-    if payload.is_empty() {
+    let (name, message) = match (header(HEADER_NAME), header(HEADER_NAME_LENGTH)) {
+        (Ok(_), Ok(_)) => return Err(StoredMessageError::TwoNames),
+        (Ok(name), Err(_)) => (
+            decode_header_name(&name).map_err(StoredMessageError::BadName)?,
+            payload,
+        ),
+        (Err(missing), Err(_)) => return Err(missing),
+        (Err(_), Ok(length)) => {
+            let bad = || StoredMessageError::BadNameLength(length.clone());
+            // Only the form msglog writes: decimal without a sign or
+            // leading zeros, for a name too long for the name header.
+            let len: usize = length
+                .parse()
+                .ok()
+                .filter(|n: &usize| n.to_string() == length)
+                .ok_or_else(bad)?;
+            if len > payload.len() {
+                return Err(bad());
+            }
+            let name = payload.slice(..len);
+            if encode_header_name(&name).len() <= MAX_NAME_HEADER {
+                return Err(bad());
+            }
+            (name.to_vec(), payload.slice(len..))
+        }
+    };
+    if message.is_empty() {
         return Err(StoredMessageError::EmptyMessage);
     }
     Ok(StoredMessage {
         name,
-        message: payload,
+        message,
         peer: header(HEADER_PEER)?,
         timestamp: header(HEADER_TIMESTAMP)?,
         server: header(HEADER_SERVER)?,
@@ -590,9 +661,15 @@ impl NatsSink {
                     }
                 }
             };
+            //= spec/protocol.md#acknowledgement
+            //# With the NATS sink, each message MUST carry a de-duplication id that
+            //# stays the same when its publish is retried.
+            // Made once here; a retry sends the same `Outgoing` again.
+            let (headers, payload) =
+                stored_form(&self.server_id, sequence, &name, payload, &peer, &timestamp);
             let outgoing = Outgoing {
                 subject: subject_for(&self.prefix, &name),
-                headers: self.headers(&name, &peer, &timestamp, sequence),
+                headers,
                 payload,
                 deadline: Instant::now() + self.timeout,
             };
@@ -608,22 +685,6 @@ impl NatsSink {
             *stored += 1;
         }
         Ok(())
-    }
-
-    //= spec/protocol.md#acknowledgement
-    //# With the NATS sink, each message MUST carry a de-duplication id that
-    //# stays the same when its publish is retried.
-    fn headers(&self, name: &[u8], peer: &str, timestamp: &str, sequence: u64) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            HEADER_MSG_ID,
-            format!("{}-{sequence}", self.server_id).as_str(),
-        );
-        headers.insert(HEADER_NAME, encode_header_name(name).as_str());
-        headers.insert(HEADER_PEER, peer);
-        headers.insert(HEADER_SERVER, self.server_id.as_str());
-        headers.insert(HEADER_TIMESTAMP, timestamp);
-        headers
     }
 
     async fn publish(
@@ -915,6 +976,49 @@ mod tests {
         assert!(parse_servers("nats://a:1,,b:2")
             .unwrap_err()
             .contains("empty server"));
+    }
+
+    #[test]
+    fn a_name_too_long_for_its_header_goes_into_the_payload_and_back() {
+        let read = |(headers, payload): (HeaderMap, Bytes)| decode_stored(Some(&headers), payload);
+        // Escaped, 3 characters a byte: the longest name that fits, and one more.
+        let fits = vec![0xFF; MAX_NAME_HEADER / 3];
+        let long = vec![0xFF; MAX_NAME_HEADER / 3 + 1];
+        for (name, in_header) in [
+            (fits, true),
+            (long, false),
+            (vec![b'n'; MAX_NAME_HEADER], true),
+            (vec![b'n'; 65_535], false),
+        ] {
+            let message = Bytes::from_static(b"hello");
+            let (headers, payload) = stored_form("s", 7, &name, message.clone(), "p", "t");
+            assert_eq!(headers.get(HEADER_NAME).is_some(), in_header);
+            assert_eq!(headers.get(HEADER_NAME_LENGTH).is_none(), in_header);
+            assert_eq!(headers.get(HEADER_MSG_ID).unwrap().as_str(), "s-7");
+            assert_eq!(payload == message, in_header);
+            let got = read((headers, payload)).unwrap();
+            assert!(got.name == name && got.message == message);
+        }
+        let (mut headers, payload) =
+            stored_form("s", 1, &[b'n'; 65_535], Bytes::from_static(b"m"), "p", "t");
+        let length = |headers: &mut HeaderMap, value: &str| {
+            headers.insert(HEADER_NAME_LENGTH, value);
+            read((headers.clone(), payload.clone()))
+        };
+        for bad in ["065535", "+65535", "65537", "x", "", "1"] {
+            assert_eq!(
+                length(&mut headers, bad),
+                Err(StoredMessageError::BadNameLength(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            length(&mut headers, "65536"),
+            Err(StoredMessageError::EmptyMessage)
+        );
+        headers.insert(HEADER_NAME_LENGTH, "65535");
+        headers.insert(HEADER_NAME, "n");
+        assert_eq!(read((headers, payload)), Err(StoredMessageError::TwoNames));
     }
 
     #[test]
