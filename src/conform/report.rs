@@ -403,6 +403,11 @@ impl Tally {
                         "all {void} of its checks were void: see the root causes at the top"
                     )),
                     (RuleStatus::NotExercised, None) => Some(NOTHING_EXERCISED_IT.to_string()),
+                    // A rule judged on the checks that ran before a stop:
+                    // the rest is void, and its status says less than it seems.
+                    (_, None) if void > 0 => Some(format!(
+                        "{void} of its checks were void: see the root causes at the top"
+                    )),
                     (_, note) => note,
                 };
                 RuleResult {
@@ -523,6 +528,31 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(json["rules"][2]["status"], "fail");
         assert_eq!(json["rules"][2]["failures"][0]["frame"], 3);
+    }
+
+    /// A rule that passed the checks run before a stop says that the rest
+    /// was void; a rule with every check void says so too.
+    #[test]
+    fn a_partly_void_rule_says_so() {
+        let mut t = Tally::new(&CLIENT_RULES);
+        t.pass(SENT_AFTER_REJECT);
+        t.void(SENT_AFTER_REJECT);
+        t.void(LENGTH_NOT_BYTES);
+        let r = t.into_report("client", "x".into(), vec![], vec![]);
+        let passed = r.rule("SentAfterReject").unwrap();
+        assert_eq!(passed.status, RuleStatus::Pass);
+        assert!(passed
+            .note
+            .as_deref()
+            .unwrap()
+            .starts_with("1 of its checks were void"));
+        let void = r.rule("LengthNotBytes").unwrap();
+        assert_eq!(void.status, RuleStatus::NotExercised);
+        assert!(void
+            .note
+            .as_deref()
+            .unwrap()
+            .starts_with("all 1 of its checks were void"));
     }
 
     #[test]
