@@ -19,13 +19,28 @@
 //!
 //! Nothing here allocates per batch: the staging buffers and waker lists are
 //! swapped back and forth and reused.
+//!
+//! The hand-off between leaders, waiters and the keeper is model-checked with
+//! loom (`loom_tests` below). With `MSGLOG_LOOM=1` (build.rs turns it into
+//! `cfg(msglog_loom)` for this crate's tests) the locks, the condition
+//! variable, the handle count and the keeper thread are loom's, and loom runs
+//! two or three writers and the keeper through every interleaving up to a
+//! bound on preemptions, checking that no append is acknowledged before its
+//! records are in the file (with fsync, synced), none is written twice or
+//! lost, no waiter is left behind and a failed group fails every stager:
+//!
+//! ```text
+//! MSGLOG_LOOM=1 cargo test --lib log_writer::loom
+//! ```
+//!
+//! Only those tests are meant to run in that build: the others that start a
+//! writer would use loom's primitives outside a model.
 
 use std::fs::File;
 use std::io::{self, IoSlice, Write};
 use std::mem;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -36,10 +51,36 @@ use crate::proto::LogFormat;
 use super::log_file::open_log;
 pub use super::log_file::{OpenError, Recovery};
 use super::stats::LogStats;
+use sync::{thread, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
+
+/// The primitives the hand-off is made of: std's, or in the loom build of
+/// the tests loom's, so that the same code is model-checked. `Arc` here is
+/// only the one that holds `Core`; errors and the counters keep std's, as
+/// nothing is synchronised through them.
+#[cfg(not(all(test, msglog_loom)))]
+mod sync {
+    pub(super) use std::sync::atomic::{AtomicUsize, Ordering};
+    pub(super) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+    pub(super) use std::thread;
+}
+#[cfg(all(test, msglog_loom))]
+mod sync {
+    pub(super) use loom::sync::atomic::{AtomicUsize, Ordering};
+    pub(super) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+    pub(super) use loom::thread;
+}
+
+/// The keeper thread, to join after the last `LogWriter` is dropped.
+pub type KeeperThread = thread::JoinHandle<()>;
 
 /// A leader writes at most this many groups in a row before handing over, so
 /// that its own connection is not kept waiting by everyone else's records.
+#[cfg(not(all(test, msglog_loom)))]
 const MAX_ROUNDS: usize = 4;
+/// Under loom two, so that three writers reach the hand-off (and two the
+/// second round).
+#[cfg(all(test, msglog_loom))]
+const MAX_ROUNDS: usize = 2;
 /// A stage waits for other connections to stage too (instead of writing at
 /// once) while groups have averaged more than 1.25 stages (in sixteenths).
 const GATHER_ABOVE: u32 = 20;
@@ -67,7 +108,7 @@ type ReopenResult = Result<(), Arc<io::Error>>;
 /// A handle to the log; cheap to clone. The keeper thread ends (after a final
 /// sync) when every handle is dropped.
 pub struct LogWriter {
-    core: Arc<Core>,
+    core: sync::Arc<Core>,
 }
 
 struct Core {
@@ -151,7 +192,7 @@ impl LogWriter {
     /// Opens the log (recovering a torn tail) and starts the keeper thread.
     pub fn open(
         options: LogOptions,
-    ) -> Result<(LogWriter, Option<Recovery>, std::thread::JoinHandle<()>), OpenError> {
+    ) -> Result<(LogWriter, Option<Recovery>, KeeperThread), OpenError> {
         let (file, recovery) = open_log(&options.path, options.format)?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let path = options.path.clone();
@@ -165,8 +206,8 @@ impl LogWriter {
         file: Box<dyn LogFile>,
         len: u64,
         options: LogOptions,
-    ) -> io::Result<(LogWriter, std::thread::JoinHandle<()>)> {
-        let core = Arc::new(Core {
+    ) -> io::Result<(LogWriter, KeeperThread)> {
+        let core = sync::Arc::new(Core {
             inner: Mutex::new(Inner {
                 staged: Vec::new(),
                 staged_count: 0,
@@ -194,7 +235,7 @@ impl LogWriter {
             stats: Arc::default(),
         });
         let keeper = core.clone();
-        let thread = std::thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("msglog-log-keeper".into())
             .spawn(move || keep(keeper))?;
         Ok((LogWriter { core }, thread))
@@ -438,7 +479,7 @@ impl Inner {
 /// Reopens the log on request (SIGHUP); does not keep the writer running.
 #[derive(Clone)]
 pub struct LogReopener {
-    core: Arc<Core>,
+    core: sync::Arc<Core>,
 }
 
 impl LogReopener {
@@ -460,7 +501,7 @@ impl LogReopener {
 }
 
 /// The keeper thread: writes with fsync, reopens, and syncs at the end.
-fn keep(core: Arc<Core>) {
+fn keep(core: sync::Arc<Core>) {
     let mut inner = core.lock();
     loop {
         if inner.writing || inner.lead_claimed {
@@ -624,13 +665,15 @@ impl FileState {
     }
 }
 
+/// A fake log file for the tests, shared by the ordinary tests and the loom
+/// model (where its lock is loom's, so that reading it is part of the model).
 #[cfg(test)]
-mod tests {
+mod fake {
+    use super::sync::{Arc, Mutex};
     use super::*;
-    use std::sync::Mutex;
 
     #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Event {
+    pub(super) enum Event {
         Write(Vec<u8>),
         Sync,
         Cut(u64),
@@ -638,10 +681,10 @@ mod tests {
 
     /// A file that records what is done to it, can be told to fail writes
     /// after some bytes, and holds every sync until the test lets it go.
-    struct FakeFile {
-        events: Arc<Mutex<Vec<Event>>>,
-        fail_after: Option<usize>,
-        sync_gate: Option<std::sync::mpsc::Receiver<()>>,
+    pub(super) struct FakeFile {
+        pub(super) events: Arc<Mutex<Vec<Event>>>,
+        pub(super) fail_after: Option<usize>,
+        pub(super) sync_gate: Option<std::sync::mpsc::Receiver<()>>,
     }
 
     impl LogFile for FakeFile {
@@ -670,6 +713,13 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(all(test, not(msglog_loom)))]
+mod tests {
+    use super::fake::{Event, FakeFile};
+    use super::*;
+    use std::sync::Mutex;
 
     fn spawn_fake(file: FakeFile, start_len: u64, fsync: bool) -> LogWriter {
         let options = LogOptions {
@@ -754,7 +804,7 @@ mod tests {
         );
     }
 
-    fn open_in(dir: &tempfile::TempDir, fsync: bool) -> (LogWriter, std::thread::JoinHandle<()>) {
+    fn open_in(dir: &tempfile::TempDir, fsync: bool) -> (LogWriter, KeeperThread) {
         let (log, _, keeper) = LogWriter::open(LogOptions {
             path: dir.path().join("m.log"),
             format: LogFormat::Text,
@@ -873,5 +923,263 @@ mod tests {
             // With every writer gone, a reopen says so instead of hanging.
             assert!(reopener.reopen().await.is_err());
         }
+    }
+}
+
+/// The group commit under loom: every interleaving of two or three writers
+/// and the keeper, up to each case's bound on preemptions (or
+/// `LOOM_MAX_PREEMPTIONS`). Run with `MSGLOG_LOOM=1` (see the module doc).
+/// A preemption is a switch away from a thread that could have gone on; the
+/// bounds keep the whole run to a minute or so: a three-writer case at 2,
+/// or one with the reopen thread, is ten to a hundred times larger.
+#[cfg(all(test, msglog_loom))]
+mod loom_tests {
+    use super::fake::{Event, FakeFile};
+    use super::sync::{thread, Arc, Mutex};
+    use super::*;
+    use loom::future::block_on;
+
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Case {
+        writers: usize,
+        preemptions: usize,
+        fsync: bool,
+        /// Start as if connections had been staging concurrently, so that a
+        /// stage claims the write and yields before it leads (`Claim`).
+        gather: bool,
+        /// The file takes this many bytes, then every write fails (ENOSPC).
+        fail_after: Option<usize>,
+        /// One more thread reopens the log meanwhile; the keeper leads for
+        /// it. The path is a directory, so the reopen fails and the old
+        /// (fake) file stays.
+        reopen: bool,
+    }
+
+    /// Writer `i`'s batch: two records, distinct from every other batch.
+    fn batch(i: usize) -> Vec<u8> {
+        format!("[w{i}]: one\r\n[w{i}]: two\r\n").into_bytes()
+    }
+
+    /// The file as its events left it.
+    struct View {
+        content: Vec<u8>,
+        /// How much of `content` a sync has made durable.
+        synced: usize,
+        /// Bytes written in all, including any cut off again.
+        written: usize,
+    }
+
+    fn view(events: &Mutex<Vec<Event>>) -> View {
+        let mut v = View {
+            content: Vec::new(),
+            synced: 0,
+            written: 0,
+        };
+        for event in events.lock().unwrap().iter() {
+            match event {
+                Event::Write(data) => {
+                    v.content.extend_from_slice(data);
+                    v.written += data.len();
+                }
+                Event::Sync => v.synced = v.content.len(),
+                Event::Cut(len) => {
+                    let len = usize::try_from(*len).unwrap();
+                    assert!(len <= v.content.len(), "a cut that lengthens the file");
+                    v.content.truncate(len);
+                    v.synced = v.synced.min(len);
+                }
+            }
+        }
+        v
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// One execution: the writers append at once, then the last handle goes.
+    fn run(case: Case) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let file = FakeFile {
+            events: events.clone(),
+            fail_after: case.fail_after,
+            sync_gate: None,
+        };
+        let options = LogOptions {
+            path: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            format: LogFormat::Text,
+            fsync: case.fsync,
+        };
+        let (log, keeper) = LogWriter::with_file(Box::new(file), 0, options).unwrap();
+        if case.gather {
+            log.core.lock().group_size = 64;
+        }
+        let writers: Vec<_> = (0..case.writers)
+            .map(|i| {
+                let (log, events) = (log.clone(), events.clone());
+                thread::spawn(move || {
+                    let records = batch(i);
+                    let result = block_on(log.append(&records));
+                    if result.is_ok() {
+                        // Acknowledged: the records are in the file already
+                        // (with fsync, synced too).
+                        let file = view(&events);
+                        let durable = if case.fsync {
+                            &file.content[..file.synced]
+                        } else {
+                            &file.content[..]
+                        };
+                        assert!(
+                            contains(durable, &records),
+                            "writer {i} acknowledged before its records were {}",
+                            if case.fsync { "synced" } else { "written" }
+                        );
+                    }
+                    result.is_ok()
+                })
+            })
+            .collect();
+        let reopener = case.reopen.then(|| {
+            let reopener = log.reopener();
+            thread::spawn(move || block_on(reopener.reopen()))
+        });
+        let acked: Vec<bool> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        if let Some(reopener) = reopener {
+            let reopened = reopener.join().unwrap();
+            assert!(reopened.is_err(), "a directory reopened as the log");
+        }
+        assert!(
+            log.core.lock().failures.is_empty(),
+            "a failed group kept for a stager that never looked"
+        );
+        drop(log);
+        // The keeper ends with the last handle (else loom reports a deadlock).
+        keeper.join().unwrap();
+
+        // The file holds exactly the acknowledged batches, each once and whole.
+        let file = view(&events);
+        let mut rest = &file.content[..];
+        let mut found = vec![false; case.writers];
+        while !rest.is_empty() {
+            let i = (0..case.writers)
+                .find(|&i| rest.starts_with(&batch(i)))
+                .unwrap_or_else(|| panic!("not a whole batch in the file: {rest:?}"));
+            assert!(
+                acked[i],
+                "writer {i} failed, yet its records stay in the file"
+            );
+            assert!(!found[i], "writer {i}'s records are in the file twice");
+            found[i] = true;
+            rest = &rest[batch(i).len()..];
+        }
+        assert_eq!(found, acked, "acknowledged records missing from the file");
+        if case.fail_after.is_none() {
+            assert!(acked.iter().all(|&ok| ok), "an append failed");
+            let total: usize = (0..case.writers).map(|i| batch(i).len()).sum();
+            assert_eq!(file.written, total, "records written more than once");
+        }
+        // The final sync, after the last write.
+        assert_eq!(events.lock().unwrap().last(), Some(&Event::Sync));
+    }
+
+    fn check(case: Case) {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(case.preemptions);
+        }
+        let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = executions.clone();
+        let started = Instant::now();
+        builder.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            run(case);
+        });
+        eprintln!(
+            "{case:?}: {} interleavings in {:.1?}",
+            executions.load(std::sync::atomic::Ordering::Relaxed),
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn two_writers() {
+        check(Case {
+            writers: 2,
+            preemptions: 3,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn two_writers_gathering() {
+        check(Case {
+            writers: 2,
+            preemptions: 2,
+            gather: true,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn three_writers() {
+        check(Case {
+            writers: 3,
+            preemptions: 2,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn three_writers_gathering() {
+        check(Case {
+            writers: 3,
+            preemptions: 1,
+            gather: true,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn two_writers_with_fsync() {
+        check(Case {
+            writers: 2,
+            preemptions: 2,
+            fsync: true,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn a_write_fails_half_way() {
+        // Room for one batch and a few bytes: a group of one batch fits, the
+        // next group is cut short, and every later write fails at once.
+        check(Case {
+            writers: 3,
+            preemptions: 2,
+            fail_after: Some(batch(0).len() + 3),
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn two_writers_gathering_and_a_reopen() {
+        check(Case {
+            writers: 2,
+            preemptions: 1,
+            gather: true,
+            reopen: true,
+            ..Case::default()
+        });
+    }
+
+    #[test]
+    fn a_writer_with_fsync_and_a_reopen() {
+        check(Case {
+            writers: 1,
+            preemptions: 2,
+            fsync: true,
+            reopen: true,
+            ..Case::default()
+        });
     }
 }

@@ -149,7 +149,7 @@ pub struct Server {
     local_addrs: Vec<SocketAddr>,
     sink: sink::Sink,
     /// The log writer's thread, with the file sink.
-    log_thread: Option<std::thread::JoinHandle<()>>,
+    log_thread: Option<log_writer::KeeperThread>,
     /// The counters of the sink: whether appends fail, and how long they take.
     sink_stats: Arc<LogStats>,
     recovery: Option<Recovery>,
