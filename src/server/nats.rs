@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
-use async_nats::{HeaderMap, ServerAddr};
+use async_nats::{HeaderMap, HeaderName, ServerAddr, Subject};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -310,22 +310,30 @@ pub fn stored_form(
     peer: &str,
     timestamp: &str,
 ) -> (HeaderMap, Bytes) {
+    // Static header names and owned values: every allocation here is paid
+    // per message, and the sink's throughput is bound by CPU.
     let mut headers = HeaderMap::new();
-    headers.insert(HEADER_MSG_ID, format!("{server_id}-{sequence}").as_str());
+    headers.insert(
+        HeaderName::from_static(HEADER_MSG_ID),
+        format!("{server_id}-{sequence}"),
+    );
     let encoded = encode_header_name(name);
     let payload = if encoded.len() <= MAX_NAME_HEADER {
-        headers.insert(HEADER_NAME, encoded.as_str());
+        headers.insert(HeaderName::from_static(HEADER_NAME), encoded);
         message
     } else {
-        headers.insert(HEADER_NAME_LENGTH, name.len().to_string().as_str());
+        headers.insert(
+            HeaderName::from_static(HEADER_NAME_LENGTH),
+            name.len().to_string(),
+        );
         let mut both = Vec::with_capacity(name.len() + message.len());
         both.extend_from_slice(name);
         both.extend_from_slice(&message);
         Bytes::from(both)
     };
-    headers.insert(HEADER_PEER, peer);
-    headers.insert(HEADER_SERVER, server_id);
-    headers.insert(HEADER_TIMESTAMP, timestamp);
+    headers.insert(HeaderName::from_static(HEADER_PEER), peer);
+    headers.insert(HeaderName::from_static(HEADER_SERVER), server_id);
+    headers.insert(HeaderName::from_static(HEADER_TIMESTAMP), timestamp);
     (headers, payload)
 }
 
@@ -445,6 +453,9 @@ pub struct NatsSink {
     permits: Arc<Semaphore>,
     max_in_flight: usize,
     timeout: Duration,
+    /// How long one publish attempt waits for its ack (the client's own
+    /// timeout on it).
+    attempt: Duration,
     health: Arc<Health>,
     created_stream: bool,
 }
@@ -458,13 +469,21 @@ impl fmt::Debug for NatsSink {
     }
 }
 
-/// One publish: what it sends again if it is retried.
+/// One publish: what it sends again if it is retried. The headers are made
+/// from it at each attempt ([`stored_form`]), the same each time.
 struct Outgoing {
-    subject: String,
-    headers: HeaderMap,
-    payload: Bytes,
+    subject: Subject,
+    name: Bytes,
+    message: Bytes,
+    sequence: u64,
     /// When this message's time is up.
     deadline: Instant,
+}
+
+/// What a batch's messages share: the peer and the time it was accepted.
+struct Accepted {
+    peer: String,
+    timestamp: String,
 }
 
 /// A publish awaiting its ack, holding its permit.
@@ -584,6 +603,7 @@ impl NatsSink {
             permits: Arc::new(Semaphore::new(options.max_in_flight)),
             max_in_flight: options.max_in_flight,
             timeout: options.timeout,
+            attempt,
             health,
             created_stream,
         })
@@ -623,20 +643,24 @@ impl NatsSink {
     /// [`store`](Self::store), counting the messages stored in order before
     /// a failure.
     async fn store_counting(&self, batch: Batch, stored: &mut u64) -> Result<(), NatsAppendError> {
-        let timestamp = JsonContext::timestamp_of(SystemTime::now());
-        let peer = batch.peer.to_string();
+        let accepted = Accepted {
+            peer: batch.peer.to_string(),
+            timestamp: JsonContext::timestamp_of(SystemTime::now()),
+        };
+        // A connection has one name: its subject is made once per batch.
+        let mut subject: Option<(Bytes, Subject)> = None;
         let first = self
             .next_sequence
             .fetch_add(batch.count as u64, Ordering::Relaxed);
         let mut pending: VecDeque<InFlight> = VecDeque::with_capacity(batch.count);
-        for (sequence, (name, payload)) in (first..).zip(decode_messages(&batch.messages)) {
+        for (sequence, (name, message)) in (first..).zip(decode_messages(&batch.messages)) {
             let permit = loop {
                 match self.permits.clone().try_acquire_owned() {
                     Ok(permit) => break permit,
                     // Our own oldest publish frees a permit once settled.
                     Err(_) if !pending.is_empty() => {
                         let oldest = pending.pop_front().expect("not empty");
-                        self.settle(oldest).await?;
+                        self.settle(oldest, &accepted).await?;
                         *stored += 1;
                     }
                     //= spec/protocol.md#backpressure
@@ -661,19 +685,25 @@ impl NatsSink {
                     }
                 }
             };
+            let subject = match &subject {
+                Some((for_name, subject)) if *for_name == name => subject.clone(),
+                _ => {
+                    let made = Subject::from(subject_for(&self.prefix, &name));
+                    subject.insert((name.clone(), made)).1.clone()
+                }
+            };
             //= spec/protocol.md#acknowledgement
             //# With the NATS sink, each message MUST carry a de-duplication id that
             //# stays the same when its publish is retried.
-            // Made once here; a retry sends the same `Outgoing` again.
-            let (headers, payload) =
-                stored_form(&self.server_id, sequence, &name, payload, &peer, &timestamp);
+            // The sequence is taken once here; a retry sends the same `Outgoing`.
             let outgoing = Outgoing {
-                subject: subject_for(&self.prefix, &name),
-                headers,
-                payload,
+                subject,
+                name,
+                message,
+                sequence,
                 deadline: Instant::now() + self.timeout,
             };
-            let ack = self.publish(&outgoing).await;
+            let ack = self.publish(&outgoing, &accepted).await;
             pending.push_back(InFlight {
                 outgoing,
                 ack,
@@ -681,7 +711,7 @@ impl NatsSink {
             });
         }
         while let Some(in_flight) = pending.pop_front() {
-            self.settle(in_flight).await?;
+            self.settle(in_flight, &accepted).await?;
             *stored += 1;
         }
         Ok(())
@@ -690,10 +720,19 @@ impl NatsSink {
     async fn publish(
         &self,
         outgoing: &Outgoing,
+        accepted: &Accepted,
     ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        let (headers, payload) = stored_form(
+            &self.server_id,
+            outgoing.sequence,
+            &outgoing.name,
+            outgoing.message.clone(),
+            &accepted.peer,
+            &accepted.timestamp,
+        );
         let publish = jetstream::message::PublishMessage::build()
-            .headers(outgoing.headers.clone())
-            .payload(outgoing.payload.clone());
+            .headers(headers)
+            .payload(payload);
         match tokio::time::timeout_at(
             outgoing.deadline.into(),
             self.jetstream
@@ -707,7 +746,11 @@ impl NatsSink {
     }
 
     /// Waits for one publish's ack, retrying it (same id) until its deadline.
-    async fn settle(&self, in_flight: InFlight) -> Result<(), NatsAppendError> {
+    async fn settle(
+        &self,
+        in_flight: InFlight,
+        accepted: &Accepted,
+    ) -> Result<(), NatsAppendError> {
         let InFlight {
             outgoing,
             mut ack,
@@ -718,6 +761,10 @@ impl NatsSink {
         let mut troubled: Option<Troubled<'_>> = None;
         loop {
             let result = match ack {
+                // The client times the wait out itself after one attempt's
+                // time; a second timer is needed only when the deadline
+                // comes first.
+                Ok(future) if Instant::now() + self.attempt <= outgoing.deadline => future.await,
                 Ok(future) => {
                     match tokio::time::timeout_at(outgoing.deadline.into(), future.into_future())
                         .await
@@ -764,7 +811,7 @@ impl NatsSink {
             //# acknowledgement, with the same de-duplication id, until the sink timeout.
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
-            ack = self.publish(&outgoing).await;
+            ack = self.publish(&outgoing, accepted).await;
         }
     }
 }
@@ -994,7 +1041,10 @@ mod tests {
             let (headers, payload) = stored_form("s", 7, &name, message.clone(), "p", "t");
             assert_eq!(headers.get(HEADER_NAME).is_some(), in_header);
             assert_eq!(headers.get(HEADER_NAME_LENGTH).is_none(), in_header);
-            assert_eq!(headers.get(HEADER_MSG_ID).unwrap().as_str(), "s-7");
+            // A standard header: looked up by its HeaderName, as a `&str`
+            // key would make a custom one.
+            let id = headers.get(HeaderName::from_static(HEADER_MSG_ID));
+            assert_eq!(id.unwrap().as_str(), "s-7");
             assert_eq!(payload == message, in_header);
             let got = read((headers, payload)).unwrap();
             assert!(got.name == name && got.message == message);
