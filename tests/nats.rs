@@ -224,10 +224,30 @@ impl Cluster {
         }
     }
 
+    /// Runs `f` with a JetStream context on the running nodes. Connecting
+    /// is retried for at most 30 s: on a loaded machine a node can be slow to
+    /// answer, and a node just killed must not fail the test's own checks.
     fn admin<T>(&self, f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
+        let running: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| format!("127.0.0.1:{}", n.client_port))
+            .collect();
+        let url = format!("nats://{}", running.join(","));
+        let servers = msglog::server::nats::parse_servers(&url).unwrap();
         self.runtime.block_on(async {
-            let servers = msglog::server::nats::parse_servers(&self.url()).unwrap();
-            let client = async_nats::connect(servers).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let client = loop {
+                match async_nats::connect(servers.clone()).await {
+                    Ok(client) => break client,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("connecting to {url}: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => panic!("cannot connect to {url} within 30 s: {e}"),
+                }
+            };
             f(async_nats::jetstream::new(client)).await
         })
     }

@@ -323,11 +323,15 @@ impl Claim<'_> {
         {
             let mut inner = core.lock();
             inner.lead_claimed = false;
+            // While a claim is out nobody else leads and the keeper waits for
+            // it (no reopen, no fsync round): the claimed group is unwritten.
+            debug_assert!(inner.done_gen < gen && !inner.writing);
             if inner.done_gen < gen && !inner.writing {
                 return core.lead(inner, gen);
             }
         }
-        // The keeper took over meanwhile (a reopen): wait like everyone else.
+        // Not reached (see above). Should that change, waiting for the group
+        // like any other stager is always correct.
         std::future::poll_fn(|cx| core.poll_done(cx, gen)).await
     }
 }
