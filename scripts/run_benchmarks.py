@@ -31,21 +31,9 @@ import tempfile
 import threading
 import time
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from machine_load import TICKS, busy_ticks, priority, process_ticks, set_nice, wait_quiet
+
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def system_busy_ticks():
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields[:8]) - idle
-
-
-def process_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def status_kib(pid, key):
@@ -54,26 +42,6 @@ def status_kib(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
-
-
-def wait_quiet(limit_s, own_pids=()):
-    """Waits until other processes use less than 0.15 CPU over a second."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        b0 = system_busy_ticks()
-        o0 = sum(process_ticks(p) for p in own_pids)
-        time.sleep(1.0)
-        foreign = (system_busy_ticks() - b0 - (sum(process_ticks(p) for p in own_pids) - o0)) / TICKS
-        if foreign < 0.15 or time.monotonic() > deadline:
-            return foreign
-
-
-NICE = 0
-
-
-def priority():
-    if NICE:
-        os.setpriority(os.PRIO_PROCESS, 0, NICE)
 
 
 BASELINE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks",
@@ -139,7 +107,7 @@ def run_once(binary, case, duration, quiet_wait):
         if hold:
             bench += ["--hold", str(hold)]
         rss_before = status_kib(pid, "VmRSS")
-        busy0, srv0 = system_busy_ticks(), process_ticks(pid)
+        busy0, srv0 = busy_ticks(), process_ticks(pid)
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         proc = subprocess.Popen(bench, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -157,7 +125,7 @@ def run_once(binary, case, duration, quiet_wait):
         wall = time.monotonic() - t0
         children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         srv_s = (process_ticks(pid) - srv0) / TICKS
-        busy_s = (system_busy_ticks() - busy0) / TICKS
+        busy_s = (busy_ticks() - busy0) / TICKS
         bench_s = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
         if proc.returncode != 0 and not out.strip():
             raise RuntimeError(f"msglog bench failed: {err.strip()}")
@@ -260,17 +228,9 @@ def main():
     ap.add_argument("--nice", type=int, default=0,
                     help="scheduling priority of the server and the load generator (negative needs root)")
     args = ap.parse_args()
-    global NICE, BENCH_BIN
-    NICE = args.nice
+    global BENCH_BIN
     BENCH_BIN = args.bench_bin
-    if NICE:
-        # With autogroup scheduling, nice only ranks processes within one
-        # session; the session's own weight is set here.
-        try:
-            with open("/proc/self/autogroup", "w") as f:
-                f.write(str(NICE))
-        except OSError as e:
-            print(f"cannot set the autogroup's nice value: {e}", file=sys.stderr)
+    set_nice(args.nice)
 
     results = {"machine": machine(args.bin), "bench_bin": args.bench_bin or args.bin,
                "runs_per_case": args.runs, "duration_s": args.duration,

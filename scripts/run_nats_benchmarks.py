@@ -44,55 +44,10 @@ import threading
 import time
 import urllib.request
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from machine_load import TICKS, cpu_ticks, priority, process_ticks, set_nice, wait_quiet
+
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 STREAM = "bench"
-
-
-def system_busy_ticks():
-    """CPU ticks spent by processes: user, nice and system (no idle, iowait,
-    interrupts or steal)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return fields[0] + fields[1] + fields[2]
-
-
-def interrupt_ticks():
-    """CPU ticks spent in interrupts and softirqs (loopback TCP is mostly
-    there) and stolen by the hypervisor."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return fields[5] + fields[6], fields[7]
-
-
-def process_ticks(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except OSError:
-        return 0
-
-
-def wait_quiet(limit_s, own_pids=()):
-    """Waits (at most limit_s) until other processes use less than 0.15 CPU
-    over a second; returns what they used in the last second."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        b0, o0 = system_busy_ticks(), sum(process_ticks(p) for p in own_pids)
-        time.sleep(1.0)
-        foreign = (system_busy_ticks() - b0 - (sum(process_ticks(p) for p in own_pids) - o0)) / TICKS
-        if foreign < 0.15 or time.monotonic() > deadline:
-            return foreign
-
-
-NICE = 0
-
-
-def priority():
-    """preexec_fn of every process started: the --nice priority."""
-    if NICE:
-        os.setpriority(os.PRIO_PROCESS, 0, NICE)
 
 
 def free_ports(n):
@@ -214,7 +169,7 @@ class Serve:
 
 def measure(command, watched_pids, timeout_s):
     """Runs the load generator; returns its JSON report with CPU figures."""
-    busy0, (irq0, steal0) = system_busy_ticks(), interrupt_ticks()
+    cpu0 = cpu_ticks()
     watched0 = {p: process_ticks(p) for p in watched_pids}
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
@@ -234,14 +189,14 @@ def measure(command, watched_pids, timeout_s):
     report["exit_code"] = proc.returncode
     load_s = (children1.ru_utime - children0.ru_utime) + (children1.ru_stime - children0.ru_stime)
     watched_s = {p: (process_ticks(p) - t) / TICKS for p, t in watched0.items()}
-    busy_s = (system_busy_ticks() - busy0) / TICKS
-    irq1, steal1 = interrupt_ticks()
+    cpu1 = cpu_ticks()
+    busy_s = (cpu1.processes - cpu0.processes) / TICKS
     report["wall_s"] = wall
     report["load_cpus"] = load_s / wall
     report["watched_cpus"] = {str(p): s / wall for p, s in watched_s.items()}
     report["machine_busy_cpus"] = busy_s / wall
-    report["interrupt_cpus"] = (irq1 - irq0) / TICKS / wall
-    report["steal_cpus"] = (steal1 - steal0) / TICKS / wall
+    report["interrupt_cpus"] = (cpu1.interrupts - cpu0.interrupts) / TICKS / wall
+    report["steal_cpus"] = (cpu1.steal - cpu0.steal) / TICKS / wall
     report["foreign_cpus"] = max(0.0, busy_s - load_s - sum(watched_s.values())) / wall
     return report
 
@@ -369,6 +324,29 @@ def table(results):
                 f"| {label} | file (scale) | {fmt_rate(fm['msgs_per_s'])} ({fmt_runs(fm['runs_msgs_per_s'])}) "
                 f"| | | {fm['latency_us_p50']:.0f} µs | –, {fm['msglog_cpus']:.2f}, {fm['load_cpus']:.2f} "
                 f"| {fm['foreign_cpus']:.2f} |")
+    lines += ["", hop_bound_table(by)]
+    return "\n".join(lines)
+
+
+def hop_bound_table(by):
+    """For one ping-pong client, the most any front-end could reach: a
+    message takes the publisher's round trip to the stream plus the client's
+    round trip to the front-end, which the file-sink ping-pong measures (with
+    a file write in it, so the bound is if anything generous)."""
+    label = "1 ping-pong"
+    f = by.get(f"{label}, file, msglog")
+    lines = ["| stream | publisher msgs/s | file-sink ping-pong msgs/s | one-hop bound, msgs/s "
+             "| bound ÷ publisher | msglog msgs/s | msglog ÷ bound |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for sink in ["R1", "R3"]:
+        m = by.get(f"{label}, {sink}, msglog")
+        p = by.get(f"{label}, {sink}, publisher")
+        if not (m and p and f):
+            continue
+        pub, hop, got = p["median"]["msgs_per_s"], f["median"]["msgs_per_s"], m["median"]["msgs_per_s"]
+        bound = 1 / (1 / pub + 1 / hop)
+        lines.append(f"| {sink} | {fmt_rate(pub)} | {fmt_rate(hop)} | {fmt_rate(bound)} | {bound / pub:.2f}× "
+                     f"| {fmt_rate(got)} | {got / bound:.2f}× |")
     return "\n".join(lines)
 
 
@@ -419,16 +397,7 @@ def main():
     ap.add_argument("--nice", type=int, default=0,
                     help="scheduling priority of the servers and load generators (negative needs root)")
     args = ap.parse_args()
-    global NICE
-    NICE = args.nice
-    if NICE:
-        # With autogroup scheduling, nice only ranks processes within one
-        # session; the session's own weight is set here.
-        try:
-            with open("/proc/self/autogroup", "w") as f:
-                f.write(str(NICE))
-        except OSError as e:
-            print(f"cannot set the autogroup's nice value: {e}", file=sys.stderr)
+    set_nice(args.nice)
     # SIGTERM unwinds like Ctrl-C, so that every server started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for path in (args.bin, args.publisher):
