@@ -676,6 +676,56 @@ fn sighup_leaves_a_foreign_file_alone_and_keeps_writing_to_the_old_log() {
     assert_eq!(read(&rotated), b"[u]: one\r\n[u]: two\r\n[u]: three\r\n");
 }
 
+//= spec/protocol.md#log-file
+//= type=test
+//# The server MUST refuse to open a log file whose lock another process
+//# holds, and leave the file unchanged.
+//= spec/protocol.md#log-file
+//= type=test
+//# While it writes to a regular file, the server MUST hold an exclusive
+//# lock on it, taken before it reads the file back.
+#[test]
+fn a_second_server_on_a_log_in_use_is_refused_and_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(LOG);
+    let first = serve(dir.path(), &[]);
+    assert_eq!(send(first.port, b"u", &[b"one"]), [0, 0, 0, 0]);
+    // A SIGHUP that finds the same file at the path keeps it, and its lock.
+    signal(&first.child, "HUP");
+    line_with(&first, "log reopened");
+    assert_eq!(send(first.port, b"u", &[b"two"]), [0, 0, 0, 0]);
+    // What the first server's next record looks like while it writes it:
+    // the second server's recovery would take it for torn and cut it.
+    let mut in_use = read(&path);
+    in_use.extend_from_slice(b"[u]: thr");
+    std::fs::write(&path, &in_use).unwrap();
+    let refused = refuse(dir.path(), &[]);
+    assert_refused(
+        dir.path(),
+        &in_use,
+        &refused,
+        &["locked by another process", "stop that server"],
+    );
+    // Through a symlink it is the same file, and as locked.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&path, elsewhere.path().join(LOG)).unwrap();
+    let refused = refuse(elsewhere.path(), &[]);
+    assert_refused(elsewhere.path(), &in_use, &refused, &["locked"]);
+    assert!(sidecars(dir.path()).is_empty());
+    // Once the first server is gone, the lock goes with it and the next
+    // server recovers the log as usual.
+    stop(first);
+    let second = serve(dir.path(), &[]);
+    line_with(&second, "torn");
+    assert_eq!(
+        read(&dir.path().join(format!("{LOG}.torn-20"))),
+        b"[u]: thr"
+    );
+    assert_eq!(send(second.port, b"u", &[b"three"]), [0, 0, 0, 0]);
+    stop(second);
+    assert_eq!(read(&path), b"[u]: one\r\n[u]: two\r\n[u]: three\r\n");
+}
+
 #[test]
 fn a_symlink_to_a_foreign_file_is_refused_and_one_to_a_log_followed() {
     let dir = tempfile::tempdir().unwrap();
@@ -842,11 +892,12 @@ mod random_files {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(LOG);
             std::fs::write(&path, &before).unwrap();
-            let outcome = open_log(&path, format);
+            // The file is closed at once, and its lock with it.
+            let outcome = open_log(&path, format, None).map(|(_, recovery)| recovery);
             let after = read(&path);
             let copies = sidecars(dir.path());
             match outcome {
-                Ok((_, Some(recovery))) => {
+                Ok(Some(recovery)) => {
                     prop_assert_eq!(copies.clone(), vec![recovery.sidecar.clone()]);
                     let copy = read(&recovery.sidecar);
                     prop_assert_eq!([after.clone(), copy.clone()].concat(), before.clone());
@@ -855,7 +906,7 @@ mod random_files {
                     prop_assert!(!copy.is_empty());
                     prop_assert!(!copy.windows(format.terminator().len()).any(|w| w == format.terminator()));
                 }
-                Ok((_, None)) | Err(_) => {
+                Ok(None) | Err(_) => {
                     prop_assert_eq!(after, before.clone());
                     prop_assert!(copies.is_empty());
                 }
@@ -881,7 +932,7 @@ mod random_files {
                 for copy in sidecars(dir.path()) {
                     std::fs::remove_file(copy).unwrap();
                 }
-                let got = open_log(&path, format).map(|(_, r)| r.map(|r| r.offset));
+                let got = open_log(&path, format, None).map(|(_, r)| r.map(|r| r.offset));
                 prop_assert_eq!(got.ok(), Some(expected));
             }
         }

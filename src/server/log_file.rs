@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::proto::recovery::{self, LogEnds, Refusal, TornTail, END_WINDOW, HEAD_WINDOW};
@@ -47,6 +47,11 @@ pub enum OpenError {
     NotWritable { path: PathBuf, source: io::Error },
     #[error("cannot read log file {path} to check its end: {source}; nothing was changed")]
     Unreadable { path: PathBuf, source: io::Error },
+    //= spec/protocol.md#log-file
+    //# The server MUST refuse to open a log file whose lock another process
+    //# holds, and leave the file unchanged.
+    #[error("log file {path} is locked by another process, most likely another msglog serve writing to it; nothing was changed: stop that server, or pass --log another path")]
+    Locked { path: PathBuf },
     #[error("log file {path} is {kind}, not a regular file; nothing was changed: pass --log the path of a regular file")]
     NotAFile { path: PathBuf, kind: &'static str },
     //= spec/protocol.md#recovery
@@ -84,12 +89,33 @@ fn advice(reason: &Refusal) -> String {
     }
 }
 
-/// Opens the log for appending, creating it if missing, and checks it. A
-/// torn final record (the server died while writing it, so it was never
-/// acknowledged) is copied to a new file next to the log and cut off.
+/// Which file an open file is, whatever path it was opened by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Opens the log for appending, creating it if missing, locks it and checks
+/// it. A torn final record (the server died while writing it, so it was
+/// never acknowledged) is copied to a new file next to the log and cut off.
 /// Anything else that is not a clean end of a log of `format` refuses the
-/// file and leaves it untouched.
-pub fn open_log(path: &Path, format: LogFormat) -> Result<(File, Option<Recovery>), OpenError> {
+/// file and leaves it untouched. `ours` is the file this process holds open
+/// and locked already, if any (a reopen of a path that was not moved).
+pub fn open_log(
+    path: &Path,
+    format: LogFormat,
+    ours: Option<FileId>,
+) -> Result<(File, Option<Recovery>), OpenError> {
     //= spec/protocol.md#log-file
     //# The server MUST open the log file for appending, creating it if it does not exist.
     let file = OpenOptions::new()
@@ -131,6 +157,26 @@ pub fn open_log(path: &Path, format: LogFormat) -> Result<(File, Option<Recovery
             path: path.to_owned(),
             kind,
         });
+    }
+    //= spec/protocol.md#log-file
+    //# While it writes to a regular file, the server MUST hold an exclusive
+    //# lock on it, taken before it reads the file back.
+    // A second server on the same log would interleave its records with
+    // ours, and its recovery could cut a record we are still writing. The
+    // lock (flock) goes with this open file and ends with it, or with the
+    // process however it dies.
+    if ours != Some(FileId::of(&meta)) {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(OpenError::Locked {
+                    path: path.to_owned(),
+                })
+            }
+            // A filesystem without locks (some network filesystems): the
+            // lock is a guard, not a condition of writing.
+            Err(_) => {}
+        }
     }
     let len = meta.len();
     let (head, end) = read_ends(&file, len).map_err(unreadable)?;
@@ -277,7 +323,7 @@ mod tests {
         // A file of the first name exists: it is kept, the next name is used.
         let taken = dir.path().join("m.log.torn-10");
         std::fs::write(&taken, b"someone else's").unwrap();
-        let (_, recovery) = open_log(&path, LogFormat::Text).unwrap();
+        let (_, recovery) = open_log(&path, LogFormat::Text, None).unwrap();
         let sidecar = dir.path().join("m.log.torn-10.1");
         assert_eq!(
             recovery,
@@ -290,7 +336,7 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n");
         assert_eq!(std::fs::read(&sidecar).unwrap(), b"[a]: tw");
         assert_eq!(std::fs::read(&taken).unwrap(), b"someone else's");
-        let (_, again) = open_log(&path, LogFormat::Text).unwrap();
+        let (_, again) = open_log(&path, LogFormat::Text, None).unwrap();
         assert_eq!(again, None);
     }
 
@@ -299,7 +345,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, b"[a]: one\r\n[a]: tw");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let (_, recovery) = open_log(&path, LogFormat::Text).unwrap();
+        let (_, recovery) = open_log(&path, LogFormat::Text, None).unwrap();
         let sidecar = recovery.unwrap().sidecar;
         let mode = std::fs::metadata(sidecar).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{mode:o}");
@@ -313,10 +359,10 @@ mod tests {
     #[test]
     fn only_regular_files_are_read_back() {
         // A character device is appended to as it is.
-        let (_, recovery) = open_log(Path::new("/dev/null"), LogFormat::Text).unwrap();
+        let (_, recovery) = open_log(Path::new("/dev/null"), LogFormat::Text, None).unwrap();
         assert_eq!(recovery, None);
         let dir = tempfile::tempdir().unwrap();
-        let err = open_log(dir.path(), LogFormat::Text).unwrap_err();
+        let err = open_log(dir.path(), LogFormat::Text, None).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -333,17 +379,64 @@ mod tests {
     fn log_is_created_or_appended_to() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.log");
-        let (mut file, _) = open_log(&path, LogFormat::Text).unwrap();
+        let (mut file, _) = open_log(&path, LogFormat::Text, None).unwrap();
         Write::write_all(&mut file, b"[a]: one\r\n").unwrap();
         drop(file);
-        let (mut file, _) = open_log(&path, LogFormat::Text).unwrap();
+        let (mut file, _) = open_log(&path, LogFormat::Text, None).unwrap();
         Write::write_all(&mut file, b"[a]: two\r\n").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n[a]: two\r\n");
     }
 
+    //= spec/protocol.md#log-file
+    //= type=test
+    //# The server MUST refuse to open a log file whose lock another process
+    //# holds, and leave the file unchanged.
+    #[test]
+    fn a_log_held_by_another_open_is_refused_untouched_until_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.log");
+        let (holder, _) = open_log(&path, LogFormat::Text, None).unwrap();
+        // What the holder's next record looks like half-written: a recovery
+        // would cut it.
+        std::fs::write(&path, b"[a]: one\r\n[a]: tw").unwrap();
+        let err = open_log(&path, LogFormat::Text, None).unwrap_err();
+        assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another msglog serve"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"[a]: one\r\n[a]: tw");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        drop(holder);
+        let (_, recovery) = open_log(&path, LogFormat::Text, None).unwrap();
+        assert_eq!(recovery.unwrap().offset, 10);
+    }
+
+    //= spec/protocol.md#log-file
+    //= type=test
+    //# While it writes to a regular file, the server MUST hold an exclusive
+    //# lock on it, taken before it reads the file back.
+    #[test]
+    fn the_holder_reopens_its_own_log_but_not_a_rotated_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.log");
+        let (held, _) = open_log(&path, LogFormat::Text, None).unwrap();
+        let ours = FileId::of(&held.metadata().unwrap());
+        // The path was not moved: the file is the one held, whose lock is
+        // ours (the caller keeps `held`, and with it the lock).
+        let (again, _) = open_log(&path, LogFormat::Text, Some(ours)).unwrap();
+        assert_eq!(FileId::of(&again.metadata().unwrap()), ours);
+        drop(again);
+        let err = open_log(&path, LogFormat::Text, None).unwrap_err();
+        assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+        // Rotated: the path is a new file, locked for the new open.
+        std::fs::rename(&path, dir.path().join("m.log.1")).unwrap();
+        let (new, _) = open_log(&path, LogFormat::Text, Some(ours)).unwrap();
+        assert_ne!(FileId::of(&new.metadata().unwrap()), ours);
+        let err = open_log(&path, LogFormat::Text, None).unwrap_err();
+        assert!(matches!(err, OpenError::Locked { .. }), "{err}");
+    }
+
     #[test]
     fn missing_directory_is_not_writable() {
-        let err = open_log(Path::new("/nonexistent-dir/m.log"), LogFormat::Text).unwrap_err();
+        let err = open_log(Path::new("/nonexistent-dir/m.log"), LogFormat::Text, None).unwrap_err();
         assert!(matches!(err, OpenError::NotWritable { .. }));
     }
 
@@ -351,7 +444,9 @@ mod tests {
     fn refusal_names_the_file_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, b"{\"a\":1}\n");
-        let err = open_log(&path, LogFormat::Jsonl).unwrap_err().to_string();
+        let err = open_log(&path, LogFormat::Jsonl, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("m.log") && err.contains("offset 2"), "{err}");
         assert!(err.contains("pass --log another path"), "{err}");
     }

@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 
 use crate::proto::LogFormat;
 
-use super::log_file::open_log;
+use super::log_file::{open_log, FileId};
 pub use super::log_file::{OpenError, Recovery};
 use super::stats::LogStats;
 use sync::{thread, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering};
@@ -193,7 +193,7 @@ impl LogWriter {
     pub fn open(
         options: LogOptions,
     ) -> Result<(LogWriter, Option<Recovery>, KeeperThread), OpenError> {
-        let (file, recovery) = open_log(&options.path, options.format)?;
+        let (file, recovery) = open_log(&options.path, options.format, None)?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let path = options.path.clone();
         let (log, keeper) = Self::with_file(Box::new(file), len, options)
@@ -555,6 +555,10 @@ pub(crate) trait LogFile: Send + 'static {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     fn sync_data(&mut self) -> io::Result<()>;
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Which file this is, for a reopen to know its own lock.
+    fn id(&self) -> Option<FileId> {
+        None
+    }
 }
 
 impl LogFile for File {
@@ -566,6 +570,9 @@ impl LogFile for File {
     }
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         File::set_len(self, len)
+    }
+    fn id(&self) -> Option<FileId> {
+        self.metadata().ok().map(|m| FileId::of(&m))
     }
 }
 
@@ -653,8 +660,11 @@ impl FileState {
         //# A server that refuses a log when it reopens the log path MUST keep
         //# writing to the log it had open and report why.
         // On error `self.file` stays the old file; the error says why.
-        let (file, recovery) =
-            open_log(&options.path, options.format).map_err(|e| Arc::new(io::Error::other(e)))?;
+        // A SIGHUP without a rotation opens the file this one is: its lock
+        // is ours already, held by the old open, which is kept.
+        let ours = self.file.id();
+        let (file, recovery) = open_log(&options.path, options.format, ours)
+            .map_err(|e| Arc::new(io::Error::other(e)))?;
         if let Some(r) = recovery {
             tracing::warn!(
                 offset = r.offset,
@@ -663,8 +673,11 @@ impl FileState {
                 "reopened log: {r}"
             );
         }
-        self.len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.file = Box::new(file);
+        let meta = file.metadata();
+        self.len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+        if ours.is_none() || ours != meta.ok().map(|m| FileId::of(&m)) {
+            self.file = Box::new(file);
+        }
         Ok(())
     }
 }
