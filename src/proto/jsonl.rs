@@ -337,6 +337,20 @@ mod tests {
         assert!(longest.len() <= MAX_JSON_RECORD_LEN, "{}", longest.len());
         assert!(decode_json_record(&longest).is_ok());
         assert_eq!(MAX_JSON_RECORD_LEN, 786_676);
+        // The bound is inclusive: a line of exactly MAX_JSON_RECORD_LEN bytes
+        // (padded with JSON's own whitespace) is taken, one byte more is not.
+        let mut padded = longest.clone();
+        let spaces = MAX_JSON_RECORD_LEN - padded.len();
+        padded.splice(1..1, std::iter::repeat_n(b' ', spaces));
+        assert_eq!(padded.len(), MAX_JSON_RECORD_LEN);
+        assert!(decode_json_record(&padded).is_ok());
+        padded.insert(1, b' ');
+        assert_eq!(
+            decode_json_record(&padded),
+            Err(JsonRecordError::TooLong {
+                len: MAX_JSON_RECORD_LEN + 1
+            })
+        );
         let ten_mb = line("a", &"x".repeat(10 << 20));
         assert_eq!(
             decode_json_record(ten_mb.as_bytes()),
