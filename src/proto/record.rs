@@ -76,22 +76,10 @@ fn is_plain(b: u8, field: Field) -> bool {
 /// them needs a look (records are mostly plain text, and this scan was half
 /// the server's own CPU time per message), then byte by byte.
 fn plain_prefix(bytes: &[u8], field: Field) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut start = 0;
     for chunk in bytes.chunks_exact(8) {
-        let x = u64::from_ne_bytes(chunk.try_into().expect("chunks of eight"));
-        // Word-at-a-time tests (exact as "is there any such byte"): a byte
-        // below 0x20; a byte above 0x7E (0x7F, or one with its top bit set);
-        // in a name, a byte equal to `]`.
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x;
-        let above_tilde = x.wrapping_add(ONES) | x;
-        let mut flagged = (below_space | above_tilde) & HIGHS;
-        if field == Field::Name {
-            let bracket = x ^ (ONES * u64::from(b']'));
-            flagged |= bracket.wrapping_sub(ONES) & !bracket & HIGHS;
-        }
-        if flagged != 0 {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("chunks of eight"));
+        if !word_is_plain(word, field) {
             break;
         }
         start += 8;
@@ -100,6 +88,23 @@ fn plain_prefix(bytes: &[u8], field: Field) -> usize {
         .iter()
         .position(|&b| !is_plain(b, field))
         .map_or(bytes.len(), |i| start + i)
+}
+
+/// Whether all eight bytes of `x` are plain, tested on the word at once
+/// (exact, as "is there any such byte"): a byte below 0x20; a byte above
+/// 0x7E (0x7F, or one with its top bit set); in a name, a byte equal to `]`.
+#[inline]
+fn word_is_plain(x: u64, field: Field) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x;
+    let above_tilde = x.wrapping_add(ONES) | x;
+    let mut flagged = (below_space | above_tilde) & HIGHS;
+    if field == Field::Name {
+        let bracket = x ^ (ONES * u64::from(b']'));
+        flagged |= bracket.wrapping_sub(ONES) & !bracket & HIGHS;
+    }
+    flagged == 0
 }
 
 fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8], field: Field) {
@@ -369,6 +374,30 @@ mod tests {
                             bytes[len - 1] = 0x00;
                             assert_eq!(plain_prefix(&bytes, field), naive(&bytes, field));
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The word test alone (where a wrong answer would only make the scan
+    /// slower, never wrong): every byte value at every place of a plain word.
+    #[test]
+    fn the_word_test_agrees_with_the_byte_rule() {
+        let filler = *b" ~\\AZa09";
+        for field in [Field::Name, Field::Message] {
+            for shift in 0..filler.len() {
+                let base: [u8; 8] = std::array::from_fn(|i| filler[(i + shift) % filler.len()]);
+                assert!(word_is_plain(u64::from_ne_bytes(base), field));
+                for at in 0..8 {
+                    for b in 0..=255u8 {
+                        let mut bytes = base;
+                        bytes[at] = b;
+                        assert_eq!(
+                            word_is_plain(u64::from_ne_bytes(bytes), field),
+                            bytes.iter().all(|&b| is_plain(b, field)),
+                            "byte {b:#04x} at {at} of {bytes:?}, {field:?}"
+                        );
                     }
                 }
             }
