@@ -76,18 +76,24 @@ fn is_plain(b: u8, field: Field) -> bool {
 /// them needs a look (records are mostly plain text, and this scan was half
 /// the server's own CPU time per message), then byte by byte.
 fn plain_prefix(bytes: &[u8], field: Field) -> usize {
-    let mut start = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let word = u64::from_ne_bytes(chunk.try_into().expect("chunks of eight"));
-        if !word_is_plain(word, field) {
-            break;
-        }
-        start += 8;
-    }
+    // The byte scan decides; the words only let it start further on.
+    let start = plain_words(bytes, field);
     bytes[start..]
         .iter()
         .position(|&b| !is_plain(b, field))
         .map_or(bytes.len(), |i| start + i)
+}
+
+/// How many leading bytes are in whole words of eight plain bytes.
+fn plain_words(bytes: &[u8], field: Field) -> usize {
+    let words = bytes
+        .chunks_exact(8)
+        .take_while(|chunk| {
+            let word = u64::from_ne_bytes((*chunk).try_into().expect("chunks of eight"));
+            word_is_plain(word, field)
+        })
+        .count();
+    words * 8
 }
 
 /// Whether all eight bytes of `x` are plain, tested on the word at once
@@ -97,14 +103,18 @@ fn plain_prefix(bytes: &[u8], field: Field) -> usize {
 fn word_is_plain(x: u64, field: Field) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let below_space = x.wrapping_sub(ONES * 0x20) & !x;
-    let above_tilde = x.wrapping_add(ONES) | x;
-    let mut flagged = (below_space | above_tilde) & HIGHS;
-    if field == Field::Name {
-        let bracket = x ^ (ONES * u64::from(b']'));
-        flagged |= bracket.wrapping_sub(ONES) & !bracket & HIGHS;
-    }
-    flagged == 0
+    // Each test flags the top bit of a byte that fails it (and possibly of
+    // bytes above one that does): zero means no byte fails.
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+    let above_tilde = (x.wrapping_add(ONES) | x) & HIGHS;
+    let bracket = match field {
+        Field::Name => {
+            let diff = x ^ (ONES * u64::from(b']'));
+            diff.wrapping_sub(ONES) & !diff & HIGHS
+        }
+        Field::Message => 0,
+    };
+    below_space == 0 && above_tilde == 0 && bracket == 0
 }
 
 fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8], field: Field) {
@@ -374,6 +384,36 @@ mod tests {
                             bytes[len - 1] = 0x00;
                             assert_eq!(plain_prefix(&bytes, field), naive(&bytes, field));
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// How far the word loop skips: a wrong answer there would only make
+    /// the scan slower, so it is checked on its own.
+    #[test]
+    fn whole_plain_words_are_skipped_and_no_more() {
+        let filler = b"Hello, world! ~ 09 [x] \\";
+        for field in [Field::Name, Field::Message] {
+            for len in 0..=40 {
+                let base: Vec<u8> = (0..len)
+                    .map(|i| match filler[i % filler.len()] {
+                        b']' if field == Field::Name => b'_',
+                        b => b,
+                    })
+                    .collect();
+                assert_eq!(plain_words(&base, field), len / 8 * 8, "{field:?}");
+                for at in 0..len {
+                    for special in [0x00, b'\n', 0x7F, 0x80, 0xE2, 0xFF] {
+                        let mut bytes = base.clone();
+                        bytes[at] = special;
+                        assert_eq!(plain_words(&bytes, field), at / 8 * 8);
+                    }
+                    if field == Field::Name {
+                        let mut bytes = base.clone();
+                        bytes[at] = b']';
+                        assert_eq!(plain_words(&bytes, field), at / 8 * 8);
                     }
                 }
             }
