@@ -1,8 +1,11 @@
-"""What the benchmark scripts share: the CPU time of the machine and of
-processes (from /proc), waiting for a quiet machine, and the --nice priority
-of every process they start. Python standard library only."""
+"""What the benchmark scripts share: the facts of the machine, the CPU time
+of the machine and of processes (from /proc), waiting for a quiet machine,
+and the --nice priority of every process they start. Python standard
+library only."""
 
 import os
+import platform
+import subprocess
 import sys
 import time
 from collections import namedtuple
@@ -47,6 +50,35 @@ def wait_quiet(limit_s, own_pids=()):
         foreign = (busy_ticks() - b0 - (sum(process_ticks(p) for p in own_pids) - o0)) / TICKS
         if foreign < 0.15 or time.monotonic() > deadline:
             return foreign
+
+
+def command_output(argv):
+    """A command's standard output, stripped; None if it cannot run or fails."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_facts(root, **versions):
+    """The machine a run was measured on, the commit of `root`, the time,
+    and `name=argv` for each program's version to record."""
+    model = None
+    for line in (command_output(["lscpu"]) or "").splitlines():
+        if line.startswith("Model name:"):
+            model = line.split(":", 1)[1].strip()
+    with open("/proc/meminfo") as f:
+        memory_kib = int(f.readline().split()[1])
+    facts = {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "memory_kib": memory_kib,
+    }
+    facts.update({name: command_output(argv) for name, argv in versions.items()})
+    facts["commit"] = command_output(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    facts["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    return facts
 
 
 _nice = 0

@@ -21,7 +21,6 @@ run carries a comparison measured on the same machine at the same time.
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -31,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from machine_load import TICKS, busy_ticks, priority, process_ticks, set_nice, wait_quiet
+from machine_load import TICKS, busy_ticks, machine_facts, priority, process_ticks, set_nice, wait_quiet
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -192,28 +191,6 @@ def cases(quick):
     return out
 
 
-def machine(binary):
-    def cmd(args):
-        try:
-            return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    model = None
-    for line in (cmd(["lscpu"]) or "").splitlines():
-        if line.startswith("Model name:"):
-            model = line.split(":", 1)[1].strip()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "memory_kib": int(open("/proc/meminfo").readline().split()[1]),
-        "rustc": cmd(["rustc", "--version"]),
-        "msglog": cmd([binary, "--version"]),
-        "commit": cmd(["git", "rev-parse", "--short", "HEAD"]),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-    }
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/msglog", help="msglog binary (a release build)")
@@ -232,7 +209,9 @@ def main():
     BENCH_BIN = args.bench_bin
     set_nice(args.nice)
 
-    results = {"machine": machine(args.bin), "bench_bin": args.bench_bin or args.bin,
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    facts = machine_facts(root, rustc=["rustc", "--version"], msglog=[args.bin, "--version"])
+    results = {"machine": facts, "bench_bin": args.bench_bin or args.bin,
                "runs_per_case": args.runs, "duration_s": args.duration,
                "nice": args.nice, "cases": []}
     if os.path.exists(args.out) and args.only:

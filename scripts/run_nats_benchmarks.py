@@ -31,7 +31,6 @@ Python standard library only.
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -44,7 +43,7 @@ import threading
 import time
 import urllib.request
 
-from machine_load import TICKS, cpu_ticks, priority, process_ticks, set_nice, wait_quiet
+from machine_load import TICKS, cpu_ticks, machine_facts, priority, process_ticks, set_nice, wait_quiet
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 STREAM = "bench"
@@ -335,40 +334,21 @@ def hop_bound_table(by):
     a file write in it, so the bound is if anything generous)."""
     label = "1 ping-pong"
     f = by.get(f"{label}, file, msglog")
+    if not f:
+        return ""
     lines = ["| stream | publisher msgs/s | file-sink ping-pong msgs/s | one-hop bound, msgs/s "
              "| bound ÷ publisher | msglog msgs/s | msglog ÷ bound |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for sink in ["R1", "R3"]:
         m = by.get(f"{label}, {sink}, msglog")
         p = by.get(f"{label}, {sink}, publisher")
-        if not (m and p and f):
+        if not (m and p):
             continue
         pub, hop, got = p["median"]["msgs_per_s"], f["median"]["msgs_per_s"], m["median"]["msgs_per_s"]
         bound = 1 / (1 / pub + 1 / hop)
         lines.append(f"| {sink} | {fmt_rate(pub)} | {fmt_rate(hop)} | {fmt_rate(bound)} | {bound / pub:.2f}× "
                      f"| {fmt_rate(got)} | {got / bound:.2f}× |")
     return "\n".join(lines)
-
-
-def machine(args):
-    def cmd(argv):
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-    model = None
-    for line in (cmd(["lscpu"]) or "").splitlines():
-        if line.startswith("Model name:"):
-            model = line.split(":", 1)[1].strip()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "msglog": cmd([args.bin, "--version"]),
-        "nats_server": cmd([args.nats_server, "--version"]),
-        "commit": cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-    }
 
 
 def default_nats_server():
@@ -405,7 +385,8 @@ def main():
             sys.exit(f"{path} is missing: cargo build --release --all-features --examples")
 
     selected = [c for c in cases() if not args.only or args.only in c["name"]]
-    results = {"machine": machine(args), "runs_per_case": args.runs, "duration_s": args.duration,
+    facts = machine_facts(ROOT, msglog=[args.bin, "--version"], nats_server=[args.nats_server, "--version"])
+    results = {"machine": facts, "runs_per_case": args.runs, "duration_s": args.duration,
                "nice": args.nice,
                "cases": [dict(c, runs=[]) for c in selected]}
     # Round-robin: run 1 of every case, then run 2, ..., so that a slow
